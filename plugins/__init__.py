@@ -1,0 +1,6 @@
+"""searchcore's built-in improvement plugins, installed as ``searchcore_plugins``.
+
+Each module is one plugin, registered through the ``searchcore`` entry-point group in
+pyproject.toml exactly as a third-party plugin would be. Shared helpers live in
+``searchcore.improve`` so that no plugin imports another.
+"""

@@ -1,0 +1,234 @@
+"""The ``searchcore`` command. Bad input ends in one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any, Callable, NoReturn
+
+from searchcore.errors import SearchcoreError, UsageError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line naming the argument (exit 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"searchcore: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if v < 0 or v > 2**31 - 1:
+        raise argparse.ArgumentTypeError(f"expected an integer in 0..{2**31 - 1}, got {text!r}")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not v > 0 or math.isinf(v):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return v
+
+
+def _fraction(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= v <= 64:
+        raise argparse.ArgumentTypeError(f"expected a number in 0..64, got {text!r}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="searchcore", description="Plugin-based neural architecture search.")
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="load a plugin module (development)")
+    p.add_argument("--disable", action="append", default=[], metavar="NAME", help="disable a plugin by name")
+    p.add_argument("--trace-hooks", action="store_true", help="print every hook call with its duration")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    sp = sub.add_parser("plugins", help="list plugins, their dimensions and status")
+    sp.add_argument("--verbose", "-v", action="store_true", help="show hooks and where each plugin was loaded from")
+    sp.set_defaults(func=cmd_plugins)
+
+    sp = sub.add_parser("space", help="inspect a search space")
+    ssub = sp.add_subparsers(dest="space_command", metavar="ACTION", parser_class=_Parser, required=True)
+    show = ssub.add_parser("show", help="show the combined search space")
+    show.add_argument("file", nargs="?", help="space file (default: the built-in default space)")
+    show.set_defaults(func=cmd_space_show)
+
+    sp = sub.add_parser("build", help="build a spec and print parameters, MACs and output shape")
+    sp.add_argument("spec", help="architecture spec JSON file")
+    sp.set_defaults(func=cmd_build)
+
+    from searchcore import commands
+
+    commands.add_commands(sub, {"positive_int": _positive_int, "nonneg_int": _nonneg_int, "positive_float": _positive_float, "fraction": _fraction})
+    return p
+
+
+# --- commands -------------------------------------------------------------------------------
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from searchcore.config import load_space
+    from searchcore.host import get_host
+
+    host = get_host()
+    dims_by_plugin: dict[str, list[str]] = {}
+    try:
+        space = _resolve_quiet(load_space(None), host)
+        for d in space.dimensions:
+            dims_by_plugin.setdefault(d.plugin, []).append(d.name)
+    except SearchcoreError as e:
+        print(f"note: default space not resolved: {e}", file=sys.stderr)
+    host.catalog("blocks")  # catalog errors mark plugins broken; show them
+    rows = []
+    for info in sorted(host.infos.values(), key=lambda i: i.name):
+        dims = dims_by_plugin.get(info.name, [])
+        rows.append((info.name, info.version, info.package, str(len(dims)) if info.ok else "-", info.status))
+    _table(["plugin", "version", "package", "dimensions", "status"], rows)
+    if args.verbose:
+        for info in sorted(host.infos.values(), key=lambda i: i.name):
+            print(f"\n{info.name}  ({info.source}: {info.location or '-'})")
+            print(f"  hooks: {', '.join(info.hooks) or '-'}")
+            if dims_by_plugin.get(info.name):
+                print(f"  dimensions: {', '.join(dims_by_plugin[info.name])}")
+    broken = [i for i in host.infos.values() if i.status.startswith("broken")]
+    for info in broken:
+        print(f"error: plugin {info.name!r} (package {info.package}): {info.status[len('broken: '):]}", file=sys.stderr)
+    return 0
+
+
+def _resolve_quiet(cfg: Any, host: Any) -> Any:
+    from searchcore.config import resolve
+
+    shape, classes = dataset_shape(cfg, host)
+    return resolve(cfg, host, shape, classes)
+
+
+def dataset_shape(cfg: Any, host: Any) -> tuple[list[int], int]:
+    """Input shape and classes: from the space file, or by loading the dataset (cached)."""
+    if cfg.input is not None and cfg.classes is not None:
+        return cfg.input, cfg.classes
+    splits = load_splits(cfg, host)
+    return cfg.input or splits.input_shape, cfg.classes or splits.classes
+
+
+def load_splits(cfg: Any, host: Any) -> Any:
+    from searchcore.errors import SpaceFileError
+
+    ds = dict(cfg.dataset)
+    name = ds.pop("name")
+    kind, _, arg = name.partition(":")
+    loaders = host.catalog("datasets")
+    if kind not in loaders:
+        raise SpaceFileError(cfg.source, "dataset.name", f"unknown dataset {kind!r}; available: {', '.join(sorted(loaders))}")
+    return loaders[kind](
+        arg or None,
+        root=ds.get("root"),
+        download=ds.get("download", False),
+        seed=cfg.seed,
+        val_fraction=ds.get("val_fraction", 0.2),
+        test_fraction=ds.get("test_fraction", 0.2),
+    )
+
+
+def cmd_space_show(args: argparse.Namespace) -> int:
+    from searchcore.config import load_space
+    from searchcore.host import get_host
+
+    cfg = load_space(args.file)
+    host = get_host()
+    space = _resolve_quiet(cfg, host)
+    shape, classes = space.base["input"], space.base["classes"]
+    print(f"space: {cfg.source}   backbone: {cfg.backbone}   input: {'x'.join(map(str, shape))}   classes: {classes}")
+    print(f"plugins: {', '.join(space.plugins)}")
+    rows = []
+    for d in space.dimensions:
+        cond = f"{d.condition[0]} in {{{', '.join(map(str, d.condition[1]))}}}" if d.condition else ""
+        rows.append((d.name, d.kind, d.describe(), str(d.off), cond))
+    _table(["dimension", "type", "choices / range", "off", "condition"], rows)
+    n = space.count()
+    print(f"{len(space.dimensions)} dimensions; distinct architectures: {'infinite (continuous dimensions)' if math.isinf(n) else f'{int(n):,}'}")
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from searchcore.build import build, output_shape, param_count
+    from searchcore.objectives import count_macs
+    from searchcore.spec import encode, from_json, spec_hash
+
+    path = Path(args.spec)
+    if not path.is_file():
+        raise UsageError(f"{args.spec}: no such spec file")
+    spec = from_json(path.read_text(), str(path))
+    model = build(spec)
+    print(f"spec:    {encode(spec)}")
+    print(f"hash:    {spec_hash(spec)}")
+    print(f"params:  {param_count(model):,}")
+    print(f"MACs:    {count_macs(model, spec['input']):,}")
+    print(f"input:   {'x'.join(map(str, spec['input']))}")
+    print(f"output:  {'x'.join(map(str, output_shape(model, spec['input'])))}")
+    return 0
+
+
+def _table(headers: list[str], rows: list[tuple]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(*headers, box=None, pad_edge=False, header_style="bold")
+    for r in rows:
+        t.add_row(*[str(c) for c in r])
+    Console(width=max(140, 0), soft_wrap=False).print(t)
+
+
+# --- entry point ----------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    from searchcore.host import configure
+
+    try:
+        configure(args.plugin, args.disable, trace=args.trace_hooks or None)
+        func: Callable[[argparse.Namespace], int] = args.func
+        return func(args)
+    except SearchcoreError as e:
+        print(f"searchcore: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("searchcore: interrupted", file=sys.stderr)
+        return 130
+
+
+def _json(obj: Any) -> str:
+    return json.dumps(obj, indent=2, sort_keys=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,81 @@
+"""The core plugin: the seed CNN backbone, built-in datasets, objectives and samplers.
+
+It registers through the ``searchcore`` entry-point group like any other plugin, so a
+third-party package extends the same catalogs the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from searchcore.hookspecs import hookimpl
+
+SEED_CHANNELS = [32, 64, 128]
+
+
+def conv(out: int | None, k: int = 3, s: int = 1, bn: bool = False, act: str = "relu") -> dict:
+    """A core ``conv`` block with every option spelled out, as specs always are."""
+    return {"type": "conv", "out": out, "k": k, "d": 1, "s": s, "bn": bn, "act": act}
+
+
+def seed_cnn(input_shape: list[int], classes: int, options: dict) -> dict:
+    """The seed's CNN: Conv(32) -> MaxPool -> Conv(64) -> MaxPool -> Conv(128) -> MaxPool -> Flatten -> Linear."""
+    channels = options.get("channels") or SEED_CHANNELS
+    stages = [
+        {"body": [conv(int(c))], "attention": [], "shortcut": None, "down": {"type": "maxpool", "k": 2, "s": 2}}
+        for c in channels
+    ]
+    return {
+        "schema": 1,
+        "input": list(input_shape),
+        "classes": int(classes),
+        "stem": [],
+        "stages": stages,
+        "head": [{"type": "flatten"}, {"type": "linear"}],
+    }
+
+
+@hookimpl
+def searchcore_backbones(register: Callable[..., None]) -> None:
+    register("seed-cnn", seed_cnn)
+
+
+@hookimpl
+def searchcore_datasets(register: Callable[..., None]) -> None:
+    from searchcore import data
+
+    data.register_builtin(register)
+
+
+@hookimpl
+def searchcore_objectives(register: Callable[..., None]) -> None:
+    from searchcore import objectives
+
+    objectives.register_builtin(register)
+
+
+def _tpe(seed: int, multi_objective: bool) -> Any:
+    import optuna
+
+    # multivariate + group: the space is conditional (dense.s1 -> dense.s1.growth ...).
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=8)
+
+
+def _random(seed: int, multi_objective: bool) -> Any:
+    import optuna
+
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def _nsga2(seed: int, multi_objective: bool) -> Any:
+    import optuna
+
+    return optuna.samplers.NSGAIISampler(seed=seed, population_size=8)
+
+
+@hookimpl
+def searchcore_samplers(register: Callable[..., None]) -> None:
+    register("tpe", _tpe)
+    register("random", _random)
+    register("nsga2", _nsga2)

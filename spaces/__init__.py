@@ -1,0 +1,1 @@
+"""Search-space files shipped with searchcore (installed as ``searchcore_spaces``)."""
