@@ -189,7 +189,8 @@ def build(spec: dict, registry: dict[str, Factory] | None = None, seed: int = 0)
             stages.append(Stage(body, attention, shortcut, down))
             ch = out
         head = _build_head(spec, ctx, stem, stages, ch)
-    return Network(stem, stages, head, spec)
+    # the dry forward pass in _build_head put the modules in eval mode: hand back a model in training mode
+    return Network(stem, stages, head, spec).train()
 
 
 def _build_head(spec: dict, ctx: BuildContext, stem: nn.Module, stages: nn.ModuleList, ch: int) -> nn.Module:

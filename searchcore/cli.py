@@ -196,11 +196,12 @@ def cmd_build(args: argparse.Namespace) -> int:
 def _table(headers: list[str], rows: list[tuple]) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     t = Table(*headers, box=None, pad_edge=False, header_style="bold")
     for r in rows:
-        t.add_row(*[str(c) for c in r])
-    Console(width=max(140, 0), soft_wrap=False).print(t)
+        t.add_row(*[Text(str(c)) for c in r])  # Text, not markup: specs contain [brackets]
+    Console(width=160, soft_wrap=False).print(t)
 
 
 # --- entry point ----------------------------------------------------------------------------
@@ -214,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from searchcore.host import configure
 
+    _quiet_libraries()
     try:
         configure(args.plugin, args.disable, trace=args.trace_hooks or None)
         func: Callable[[argparse.Namespace], int] = args.func
@@ -224,6 +226,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("searchcore: interrupted", file=sys.stderr)
         return 130
+
+
+def _quiet_libraries() -> None:
+    """Keep the libraries' informational chatter out of the live display."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*is an experimental feature.*")
+    warnings.filterwarnings("ignore", category=FutureWarning, module="mlflow")
+    logging.getLogger("optuna").setLevel(logging.WARNING)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def _json(obj: Any) -> str:

@@ -1,10 +1,267 @@
-"""Search-related subcommands (search, best, ui, train, worker, ...), added to the CLI parser."""
+"""Search-related subcommands (search, worker, best, ui, train, sync), added to the CLI parser."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from typing import Any
+
+from searchcore.errors import UsageError
 
 
 def add_commands(sub: Any, types: dict[str, Any]) -> None:
     """Register the search commands; kept apart from cli.py so each stays small."""
+    pi, nn, pf = types["positive_int"], types["nonneg_int"], types["positive_float"]
+
+    sp = sub.add_parser("search", help="run or resume a search")
+    sp.add_argument("space", nargs="?", help="space file (default: the built-in default space)")
+    sp.add_argument("--trials", type=pi, help="total trial budget of the search (across restarts)")
+    sp.add_argument("--timeout", type=pf, help="stop starting trials after this many seconds")
+    sp.add_argument("--epochs", type=pi, help="epochs per trial")
+    sp.add_argument("--sampler", help="tpe (default), random, nsga2, or one a plugin adds")
+    sp.add_argument("--pruner", choices=["hyperband", "median", "successive_halving", "none"])
+    sp.add_argument("--workers", type=pi, default=1, help="worker processes on this machine")
+    sp.add_argument("--storage", help="study storage URL (default: sqlite:///searchcore.db here)")
+    sp.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///mlflow.db here)")
+    sp.add_argument("--seed", type=nn)
+    sp.add_argument("--name", help="search name: Optuna study, MLflow experiment and registered model")
+    sp.add_argument("--threads", type=pi, help="torch threads per worker (default: cores / workers)")
+    sp.add_argument("--no-register", action="store_true", help="do not retrain and register the best architectures")
+    sp.add_argument("--no-baseline", action="store_true", help="do not train the unimproved backbone for comparison")
+    sp.add_argument("--quiet", "-q", action="store_true", help="no live progress")
+    sp.set_defaults(func=cmd_search)
+
+    sp = sub.add_parser("worker", help="join a search's study from any machine and run trials")
+    sp.add_argument("--storage", required=True, help="the study storage URL the search uses")
+    sp.add_argument("--name", required=True, help="the search name")
+    sp.add_argument("--tracking-uri", help="MLflow tracking URI (default: the one the search recorded)")
+    sp.add_argument("--threads", type=pi)
+    sp.add_argument("--timeout", type=pf)
+    sp.set_defaults(func=cmd_worker)
+
+    sp = sub.add_parser("best", help="list the top architectures of a search")
+    sp.add_argument("name", nargs="?", default=None)
+    sp.add_argument("--storage")
+    sp.add_argument("--top", type=pi, default=10)
+    sp.set_defaults(func=cmd_best)
+
+    sp = sub.add_parser("ui", help="start the MLflow UI on 127.0.0.1")
+    sp.add_argument("--tracking-uri", default=None)
+    sp.add_argument("--host", default="127.0.0.1")
+    sp.add_argument("--port", type=pi, default=5000)
+    sp.set_defaults(func=cmd_ui)
+
+    sp = sub.add_parser("train", help="retrain one architecture and report its test accuracy")
+    sp.add_argument("source", help="SPEC.json or models:/NAME/VERSION")
+    sp.add_argument("--space", help="space file giving dataset and training settings (default space otherwise)")
+    sp.add_argument("--epochs", type=pi)
+    sp.add_argument("--seed", type=nn)
+    sp.add_argument("--tracking-uri", default=None)
+    sp.set_defaults(func=cmd_train)
+
+    sp = sub.add_parser("sync", help="write trials missing from MLflow (after an outage), exactly once")
+    sp.add_argument("name")
+    sp.add_argument("--storage")
+    sp.add_argument("--tracking-uri")
+    sp.set_defaults(func=cmd_sync)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from searchcore.search_api import Settings, run_search
+
+    s = Settings(trials=args.trials, epochs=args.epochs, timeout=args.timeout, sampler=args.sampler, pruner=args.pruner, seed=args.seed,
+                 workers=args.workers, storage=args.storage, tracking_uri=args.tracking_uri, name=args.name, threads=args.threads,
+                 register=not args.no_register, baseline=not args.no_baseline, progress=not args.quiet)
+    result = run_search(args.space, s)
+    print_result(result)
+    return 0
+
+
+def print_result(r: Any) -> None:
+    from searchcore.build import build
+    from searchcore.objectives import count_macs
+
+    c = r.counts
+    print(f"\nsearch {r.name!r}: {c.get('COMPLETE', 0)} complete, {c.get('PRUNED', 0)} pruned, {c.get('FAIL', 0)} failed"
+          + (f", {c['INTERRUPTED']} interrupted (re-queued)" if c.get("INTERRUPTED") else "") + f" in {r.seconds:.0f}s")
+    if r.stopped_reason:
+        print(r.stopped_reason)
+    rows = []
+    for a in r.best:
+        model = build(a.spec)
+        macs = count_macs(model, a.spec["input"])
+        values = ", ".join(f"{n}={v:.4g}" for n, v in zip(r.objectives, a.values))
+        test = f"{a.test_accuracy:.4f}" if a.test_accuracy is not None else "-"
+        rows.append((str(a.trial), values, f"{int(a.metrics.get('params', 0)):,}", f"{macs:,}", test, a.one_line))
+    if rows:
+        from searchcore.cli import _table
+
+        print("\ntop architectures" + (" (Pareto front)" if len(r.objectives) > 1 else "") + ":")
+        _table(["trial", "objectives", "params", "MACs", "test acc", "architecture"], rows)
+    if r.baseline_test_accuracy is not None and r.best and r.best[0].test_accuracy is not None:
+        print(f"\nbest architecture test accuracy {r.best[0].test_accuracy:.4f} vs. baseline (every plugin off, same epochs) {r.baseline_test_accuracy:.4f}")
+    for a in r.best:
+        if a.model_uri:
+            print(f"registered: {a.model_uri}")
+    print(f"\nrecords: study {r.name!r} in {r.storage}; MLflow {r.tracking_uri}")
+    print(f"browse:  searchcore ui --tracking-uri {r.tracking_uri}")
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    import optuna
+
+    from searchcore.backends import optuna_backend as ob
+    from searchcore.backends.storage import check_url, open_storage
+    from searchcore.config import parse_space
+    from searchcore.host import get_host
+    from searchcore.search_api import ATTR_CONFIG, ATTR_PARENT, ATTR_SPACE, ATTR_TRACKING, prepare
+    from searchcore.tracking import DEFAULT_TRACKING, Tracker
+    from searchcore.train import set_threads
+
+    check_url(args.storage)
+    storage = open_storage(args.storage)
+    try:
+        probe = optuna.load_study(study_name=args.name, storage=storage)
+    except KeyError:
+        raise UsageError(f"--name {args.name}: no such study in the storage; start it with `searchcore search --storage ... --name {args.name}`") from None
+    if ATTR_SPACE not in probe.user_attrs:
+        raise UsageError(f"--name {args.name}: this study was not created by searchcore search")
+    cfg = parse_space(probe.user_attrs[ATTR_SPACE], f"study {args.name}")
+    recorded = probe.user_attrs[ATTR_CONFIG]
+    for key in ("trials", "epochs", "timeout", "sampler", "pruner", "seed", "name"):
+        setattr(cfg, key, recorded.get(key, getattr(cfg, key)))
+    host = get_host()
+    set_threads(args.threads)
+    runner = prepare(cfg, host, args.threads)
+    sampler = ob.make_sampler(cfg.sampler, cfg.seed, runner.directions, host)
+    pruner = ob.make_pruner(cfg.pruner, cfg.epochs, len(runner.directions) > 1)
+    study = optuna.load_study(study_name=args.name, storage=storage, sampler=sampler, pruner=pruner)
+    study.sampler = ob.make_sampler(cfg.sampler, ob.worker_seed(cfg.seed, study, 1 + os.getpid() % 9973), runner.directions, host)
+    tracking = args.tracking_uri or study.user_attrs.get(ATTR_TRACKING) or DEFAULT_TRACKING
+    tracker = Tracker(tracking, experiment=args.name)
+    budget = int(study.user_attrs.get("budget", cfg.trials))
+    stats = ob.work(study, args.storage, runner, budget, tracker, study.user_attrs.get(ATTR_PARENT), timeout=args.timeout)
+    tracker.flush()
+    print(f"worker finished {stats.finished} trials" + (f"; {stats.stopped_reason}" if stats.stopped_reason else ""), file=sys.stderr)
+    return 0
+
+
+def _storage_for(name: str | None, storage: str | None) -> tuple[Any, str]:
+    import optuna
+
+    from searchcore.backends.storage import DEFAULT_STORAGE, JOURNAL_FILE, open_storage
+
+    urls = [storage] if storage else [DEFAULT_STORAGE, f"journal:///{JOURNAL_FILE}"]
+    for url in urls:
+        if url.startswith("sqlite:///") and not storage:
+            from pathlib import Path
+
+            if not Path(url[len("sqlite:///") :]).exists():
+                continue
+        if url.startswith("journal:///") and not storage:
+            from pathlib import Path
+
+            if not Path(url[len("journal:///") :]).exists():
+                continue
+        st = open_storage(url)
+        names = [s.study_name for s in optuna.get_all_study_summaries(st)]
+        if name is None and len(names) == 1:
+            name = names[0]
+        if name in names:
+            return optuna.load_study(study_name=name, storage=st), url
+    raise UsageError(f"no search named {name!r} here" if name else "no search found here; name one: searchcore best NAME --storage URL")
+
+
+def cmd_best(args: argparse.Namespace) -> int:
+    from searchcore.cli import _table
+    from searchcore.search_api import best_architectures
+
+    study, _ = _storage_for(args.name, args.storage)
+    names = list(study.user_attrs.get("searchcore_config", {}).get("objectives", {"value": {}}))
+    rows = []
+    for a in best_architectures(study, names, top=args.top):
+        values = ", ".join(f"{n}={v:.4g}" for n, v in zip(names, a.values))
+        rows.append((str(a.trial), values, f"{int(a.metrics.get('params', 0)):,}", a.one_line))
+    if not rows:
+        print(f"search {study.study_name!r} has no completed trial yet")
+        return 0
+    _table(["trial", "objectives", "params", "architecture"], rows)
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from searchcore.tracking import DEFAULT_TRACKING
+
+    uri = args.tracking_uri or DEFAULT_TRACKING
+    print(f"MLflow UI for {uri} at http://{args.host}:{args.port}/#/experiments (Ctrl-C to stop)")
+    return subprocess.call([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)])
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from searchcore.build import build, param_count
+    from searchcore.config import load_space
+    from searchcore.host import get_host
+    from searchcore.search_api import prepare
+    from searchcore.spec import encode, from_json
+    from searchcore.train import evaluate, train_model
+
+    host = get_host()
+    cfg = load_space(args.space)
+    if args.seed is not None:
+        cfg.seed = args.seed
+    if args.epochs is not None:
+        cfg.epochs = args.epochs
+    runner = prepare(cfg, host, None)
+    if args.source.startswith("models:/"):
+        spec = load_registered_spec(args.source, args.tracking_uri)
+    else:
+        path = Path(args.source)
+        if not path.is_file():
+            raise UsageError(f"{args.source}: no such spec file (or use models:/NAME/VERSION)")
+        spec = from_json(path.read_text(), str(path))
+    if list(spec["input"]) != runner.splits.input_shape:
+        raise UsageError(f"{args.source}: spec input {spec['input']} does not match dataset {cfg.dataset['name']} input {runner.splits.input_shape}")
+    model = build(spec, host.blocks(), seed=cfg.seed)
+    result = train_model(model, runner.splits, runner.train_config())
+    test = evaluate(model, runner.splits.test_x, runner.splits.test_y)
+    print(f"architecture: {encode(spec)}")
+    print(f"params: {param_count(model):,}  epochs: {cfg.epochs}  val accuracy: {result.val_accuracy:.4f}  test accuracy: {test:.4f}")
+    return 0
+
+
+def load_registered_spec(uri: str, tracking_uri: str | None) -> dict:
+    """The spec stored with a registered model (``models:/NAME/VERSION``)."""
+    from mlflow.tracking import MlflowClient
+
+    from searchcore.spec import decode
+    from searchcore.tracking import DEFAULT_TRACKING, TAG_SPEC
+
+    parts = uri[len("models:/") :].split("/")
+    if len(parts) != 2:
+        raise UsageError(f"{uri}: expected models:/NAME/VERSION")
+    client = MlflowClient(tracking_uri=tracking_uri or DEFAULT_TRACKING, registry_uri=tracking_uri or DEFAULT_TRACKING)
+    try:
+        mv = client.get_model_version(parts[0], parts[1])
+    except Exception:
+        raise UsageError(f"{uri}: no such registered model version") from None
+    spec = (mv.tags or {}).get(TAG_SPEC)
+    if not spec:
+        raise UsageError(f"{uri}: this model version carries no searchcore spec")
+    return decode(spec)
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    from searchcore.search_api import ATTR_PARENT, ATTR_TRACKING
+    from searchcore.sync import sync_study
+    from searchcore.tracking import DEFAULT_TRACKING
+
+    study, _ = _storage_for(args.name, args.storage)
+    uri = args.tracking_uri or study.user_attrs.get(ATTR_TRACKING) or DEFAULT_TRACKING
+    written = sync_study(study, uri, study.user_attrs.get(ATTR_PARENT))
+    print(f"sync: wrote {written} missing trial runs to MLflow {uri}")
+    return 0

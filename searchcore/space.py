@@ -184,11 +184,23 @@ def count(dims: list[Dimension]) -> float:
         kids = children.get(d.name, [])
         if not kids:
             return d.size()
-        if d.kind != "categorical":
-            return d.size() * math.prod(subtree(k) for k in kids)
-        return sum(math.prod(subtree(k) for k in kids if v in k.condition[1]) for v in d.choices)
+        values = _values(d)
+        if values is None:  # a continuous parent: infinitely many assignments anyway
+            return math.inf
+        return sum(math.prod(subtree(k) for k in kids if v in k.condition[1]) for v in values)
 
     return math.prod(subtree(d) for d in roots)
+
+
+def _values(d: Dimension) -> list | None:
+    """Every value of a discrete dimension, so children conditioned on some of them count right; None if continuous."""
+    if d.kind == "categorical":
+        return list(d.choices)
+    if d.kind == "int":
+        return list(range(int(d.low), int(d.high) + 1, int(d.step or 1)))
+    if d.step is None:
+        return None
+    return [d.low + i * d.step for i in range(int(d.size()))]
 
 
 class SearchSpace:

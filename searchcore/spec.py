@@ -174,6 +174,8 @@ def encode(spec: dict) -> str:
 
 def _enc(v: Any) -> str:
     if isinstance(v, dict):
+        if not _BARE.fullmatch(v["type"]):
+            raise SpecError(f"cannot encode block type {v['type']!r}: the one-line form needs letters, digits, '_', '.' or '-'")
         opts = ",".join(f"{k}={_enc(x)}" for k, x in v.items() if k != "type")
         return f"{v['type']}({opts})"
     if isinstance(v, list):

@@ -1,0 +1,239 @@
+"""The Optuna backend: a study in a shared storage, workers that ask, train and tell.
+
+Each worker (the search process itself, its ``--workers`` subprocesses, or a
+``searchcore worker`` on another machine) runs :func:`work` against the same study. The
+study keeps the space file and the settings as user attributes, so a worker needs only
+the storage URL and the study name.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from searchcore.backends.storage import budget_lock, host_id, open_storage, pid_alive
+from searchcore.errors import UsageError
+from searchcore.runner import COMPLETE, FAILED, PRUNED, Pruned, TrialOutcome, TrialRunner
+
+HEARTBEAT_S = 10.0
+GRACE_S = 60.0
+FAIL_FAST_K = 5
+ATTR_INTERRUPTED = "interrupted"
+ATTR_REQUEUED = "requeued_from"
+
+
+def make_sampler(name: str, seed: int, directions: list[str], host: Any, source: str = "--sampler") -> Any:
+    samplers = host.catalog("samplers")
+    if name not in samplers:
+        raise UsageError(f"{source}: unknown sampler {name!r}; available: {', '.join(sorted(samplers))}")
+    return samplers[name](seed=seed, multi_objective=len(directions) > 1)
+
+
+def worker_seed(seed: int, study: Any, worker: int) -> int:
+    """Seed for one worker's sampler: the search seed offset by the trials already in the study and
+    the worker's index, so a resumed search or a second worker never replays the same proposals,
+    while one worker on a fresh study stays exactly reproducible."""
+    return (seed + len(study.get_trials(deepcopy=False)) + 100_003 * worker) % (2**31 - 1)
+
+
+def make_pruner(name: str, epochs: int, multi_objective: bool) -> Any:
+    import optuna
+
+    if multi_objective or name == "none":
+        return optuna.pruners.NopPruner()
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs, reduction_factor=3)
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=1)
+    if name == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    raise UsageError(f"--pruner: unknown pruner {name!r}; allowed: hyperband, median, successive_halving, none")
+
+
+def interrupted(study: Any) -> set[int]:
+    """Numbers of trials whose worker died; the study remembers them so they use no budget."""
+    return {int(k.split("_", 1)[1]) for k in study.user_attrs if k.startswith(f"{ATTR_INTERRUPTED}_")}
+
+
+def counted(trials: list[Any], lost: set[int]) -> int:
+    """Trials that use up budget: finished and running ones; interrupted ones were re-queued instead."""
+    import optuna
+
+    S = optuna.trial.TrialState
+    return sum(1 for t in trials if t.state in (S.COMPLETE, S.PRUNED, S.RUNNING, S.FAIL) and t.number not in lost)
+
+
+def recover_interrupted(study: Any, grace: float = GRACE_S) -> list[Any]:
+    """Fail RUNNING trials whose worker is gone (dead pid on this host, or a stale heartbeat)
+    and re-queue each one's params once. Returns those trials as they were."""
+    import optuna
+
+    now = time.time()
+    me = host_id()
+    failed = []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        attrs = t.user_attrs
+        beat = float(attrs.get("heartbeat", t.datetime_start.timestamp() if t.datetime_start else now))
+        dead_here = attrs.get("host") == me and "pid" in attrs and not pid_alive(int(attrs["pid"]))
+        if not dead_here and now - beat < grace:
+            continue
+        try:
+            study.set_user_attr(f"{ATTR_INTERRUPTED}_{t.number}", True)
+            study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+        except Exception:  # another worker recovered it first
+            continue
+        failed.append(t)
+        if ATTR_REQUEUED not in attrs and t.params:
+            study.enqueue_trial(dict(t.params), user_attrs={ATTR_REQUEUED: t.number})
+    return failed
+
+
+class _Heartbeat:
+    """Marks a running trial alive so other workers can tell a dead worker's trial from a slow one."""
+
+    def __init__(self, trial: Any, interval: float = HEARTBEAT_S) -> None:
+        self.trial, self.interval = trial, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="searchcore-heartbeat")
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.trial.set_user_attr("heartbeat", time.time())
+            except Exception:  # a missed heartbeat is harmless; the grace period is generous
+                pass
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@dataclass
+class WorkerStats:
+    finished: int = 0
+    stopped_reason: str = ""
+
+
+def work(study: Any, storage_url: str, runner: TrialRunner, budget: int, tracker: Any = None, parent_run_id: str | None = None,
+         timeout: float | None = None, on_trial: Any = None, fail_fast: int = FAIL_FAST_K) -> WorkerStats:
+    """One worker's loop: ask under the budget lock, run, tell, record. Returns when the budget is met."""
+    stats = WorkerStats()
+    started = time.time()
+    multi = len(runner.directions) > 1
+    while True:
+        if timeout is not None and time.time() - started >= timeout:
+            stats.stopped_reason = "timeout"
+            break
+        stop = study.user_attrs.get("stopped")
+        if stop:
+            stats.stopped_reason = stop
+            break
+        with budget_lock(storage_url, study.study_name):
+            for lost in recover_interrupted(study):
+                if tracker is not None and parent_run_id is not None:
+                    tracker.log_trial(interrupted_outcome(lost), study.study_name, parent_run_id)
+            trials = study.get_trials(deepcopy=False)
+            if counted(trials, interrupted(study)) >= budget:
+                break
+            trial = study.ask()
+            trial.set_user_attr("host", host_id())
+            trial.set_user_attr("pid", os.getpid())
+            trial.set_user_attr("heartbeat", time.time())
+
+        def report(epoch: int, metrics: dict[str, float], _trial: Any = trial) -> None:
+            if multi or "val_accuracy" not in metrics:
+                return
+            _trial.report(float(metrics["val_accuracy"]), epoch)
+            if _trial.should_prune():
+                raise Pruned(f"pruned at epoch {epoch}")
+
+        with _Heartbeat(trial):
+            outcome = runner.run(trial, trial.number, report)
+        tell(study, trial, outcome)
+        stats.finished += 1
+        if tracker is not None and parent_run_id is not None:
+            tracker.log_trial(outcome, study.study_name, parent_run_id)
+        if on_trial is not None:
+            on_trial(outcome)
+        reason = _fail_fast(study, fail_fast)
+        if reason:
+            study.set_user_attr("stopped", reason)
+            stats.stopped_reason = reason
+            break
+    return stats
+
+
+def interrupted_outcome(t: Any) -> TrialOutcome:
+    """The record of a trial whose worker died mid-trial: FAILED, with what was known of it."""
+    from searchcore.spec import decode
+
+    spec = t.user_attrs.get("spec")
+    start = t.datetime_start.timestamp() if t.datetime_start else time.time()
+    history = [{"epoch": int(step), "val_accuracy": float(v)} for step, v in sorted(t.intermediate_values.items())]
+    return TrialOutcome(number=t.number, params=dict(t.params), spec=decode(spec) if spec else None, state=FAILED,
+                        reason="interrupted: its worker died (process killed)", history=history, start=start, end=time.time())
+
+
+def tell(study: Any, trial: Any, o: TrialOutcome) -> None:
+    import optuna
+
+    from searchcore.spec import encode
+
+    if o.spec is not None:
+        trial.set_user_attr("spec", encode(o.spec))
+    if o.metrics:
+        trial.set_user_attr("metrics", {k: float(v) for k, v in o.metrics.items()})
+    if o.reason:
+        trial.set_user_attr("reason", o.reason)
+    if o.state == COMPLETE:
+        study.tell(trial, o.values)
+    elif o.state == PRUNED:
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    else:
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+
+
+def _fail_fast(study: Any, k: int) -> str:
+    """When the first ``k`` trials all failed with the same error, stop instead of burning the budget."""
+    import optuna
+
+    if k <= 0:
+        return ""
+    done = [t for t in study.get_trials(deepcopy=False) if t.state != optuna.trial.TrialState.RUNNING and t.state != optuna.trial.TrialState.WAITING]
+    lost = interrupted(study)
+    done = [t for t in done if t.number not in lost]
+    if len(done) < k:
+        return ""
+    first = sorted(done, key=lambda t: t.number)[:k]
+    reasons = {t.user_attrs.get("reason", "") for t in first}
+    if all(t.state == optuna.trial.TrialState.FAIL for t in first) and len(reasons) == 1:
+        return f"stopped early: the first {k} trials all failed with: {reasons.pop()}"
+    return ""
+
+
+def create_or_load(name: str, storage_url: str, directions: list[str], sampler: Any, pruner: Any) -> Any:
+    import optuna
+
+    storage = open_storage(storage_url)
+    try:
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+    except KeyError:
+        return optuna.create_study(study_name=name, storage=storage, directions=directions, sampler=sampler, pruner=pruner)
+    if [d.name.lower() for d in study.directions] != directions:
+        raise UsageError(f"--name {name}: the existing study optimises {[d.name.lower() for d in study.directions]}, not {directions}; pick another --name")
+    return study
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+__all__ = ["work", "create_or_load", "make_sampler", "make_pruner", "counted", "recover_interrupted", "FAILED", "PRUNED"]

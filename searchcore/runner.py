@@ -1,0 +1,147 @@
+"""One trial from params to metrics, the same under every backend.
+
+``TrialRunner.run`` turns a trial-like object into a spec, builds the model, trains or
+evaluates it, and computes the objectives. It knows nothing of Optuna, Ray or MLflow:
+backends pass ``report`` (which may raise to prune) and record the :class:`TrialOutcome`.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from searchcore.config import SpaceConfig
+from searchcore.errors import Diverged, SearchcoreError
+from searchcore.host import PluginHost
+from searchcore.space import SearchSpace
+
+COMPLETE, PRUNED, FAILED = "COMPLETE", "PRUNED", "FAILED"
+
+
+@dataclass
+class TrialOutcome:
+    """What a trial produced; enough for any tracker to write its record."""
+
+    number: int
+    params: dict[str, Any]
+    spec: dict | None = None
+    state: str = COMPLETE
+    reason: str = ""
+    values: list[float] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)
+    traceback: str = ""
+    start: float = 0.0
+    end: float = 0.0
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+class Pruned(Exception):
+    """Raised by a backend's ``report`` to stop a trial early (Optuna's TrialPruned is mapped to it)."""
+
+
+class TrialRunner:
+    """Holds what stays alive across trials in one worker: the space, the data, the objectives."""
+
+    def __init__(self, cfg: SpaceConfig, host: PluginHost, space: SearchSpace, splits: Any, threads: int | None = None) -> None:
+        self.cfg, self.host, self.space, self.splits = cfg, host, space, splits
+        self.threads = threads
+        objectives = host.catalog("objectives")
+        self.objectives = []
+        for name in cfg.objectives:
+            if name not in objectives:
+                from searchcore.errors import SpaceFileError
+
+                raise SpaceFileError(cfg.source, f"objectives.{name}", f"unknown objective; available: {', '.join(sorted(objectives))}")
+            self.objectives.append(objectives[name])
+        evaluators = host.catalog("evaluators")
+        if cfg.evaluator != "train" and cfg.evaluator not in evaluators:
+            from searchcore.errors import SpaceFileError
+
+            raise SpaceFileError(cfg.source, "search.evaluator", f"unknown evaluator {cfg.evaluator!r}; available: train, {', '.join(sorted(evaluators))}")
+        self.evaluator = evaluators.get(cfg.evaluator)
+
+    @property
+    def directions(self) -> list[str]:
+        return [o.direction for o in self.objectives]
+
+    @property
+    def names(self) -> list[str]:
+        return [o.name for o in self.objectives]
+
+    def train_config(self, epochs: int | None = None, seed: int | None = None) -> Any:
+        from searchcore.train import TrainConfig
+
+        return TrainConfig(epochs=epochs or self.cfg.epochs, seed=self.cfg.seed if seed is None else seed, threads=self.threads, **self.cfg.train)
+
+    def run(self, trial: Any, number: int, report: Callable[[int, dict[str, float]], None]) -> TrialOutcome:
+        """Sample, build, train, score. Never raises for a trial's own failure: the outcome says FAILED."""
+        out = TrialOutcome(number=number, params={}, start=time.time())
+        try:
+            spec, params = self.space.to_spec(trial)
+            out.params, out.spec = params, spec
+            out.metrics, out.history = self.evaluate(spec, report)
+            out.values = [float(out.metrics[n]) for n in self.names]
+        except Pruned as e:
+            out.state, out.reason = PRUNED, str(e) or "pruned"
+        except Diverged as e:
+            out.state, out.reason = PRUNED, f"diverged: {e}" if str(e) else "diverged"
+        except Exception as e:  # isolation: a plugin bug fails this trial only
+            out.state, out.reason = FAILED, failure_reason(e)
+            out.traceback = traceback.format_exc()
+        finally:
+            out.end = time.time()
+            release_memory()
+        return out
+
+    def evaluate(self, spec: dict, report: Callable[[int, dict[str, float]], None]) -> tuple[dict[str, float], list[dict]]:
+        history: list[dict[str, float]] = []
+
+        def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+            history.append({"epoch": epoch, **metrics})
+            report(epoch, metrics)
+
+        if self.evaluator is not None:
+            metrics = dict(self.evaluator(spec=spec, config=self.cfg, report=on_epoch))
+            return metrics, history
+        from searchcore.build import build
+        from searchcore.objectives import ObjectiveContext
+        from searchcore.train import train_model
+
+        model = build(spec, self.host.blocks(), seed=self.cfg.seed)
+        result = train_model(model, self.splits, self.train_config(), report=on_epoch)
+        metrics: dict[str, float] = {"val_accuracy": result.val_accuracy, "best_val_accuracy": result.best_val_accuracy}
+        ctx = ObjectiveContext(model=model, splits=self.splits, result=result, spec=spec, options={}, device=None)
+        for obj in self.objectives:
+            ctx.options = self.cfg.objectives.get(obj.name, {})
+            metrics[obj.name] = float(obj.fn(ctx))
+        if "params" not in metrics:
+            metrics["params"] = float(sum(p.numel() for p in model.parameters()))
+        del model, ctx, result
+        return metrics, history
+
+
+def failure_reason(e: BaseException) -> str:
+    """One line for the trial's tag: out-of-memory errors are named as such, whatever the device."""
+    text = " ".join(str(e).split())
+    if isinstance(e, MemoryError) or "out of memory" in text.lower() or type(e).__name__ == "OutOfMemoryError":
+        return "out of memory"
+    if isinstance(e, SearchcoreError):
+        return text
+    return f"{type(e).__name__}: {text}"[:500]
+
+
+def release_memory() -> None:
+    """Drop what a finished trial left behind: Python garbage and, on a GPU, cached blocks."""
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:  # freeing memory must never fail a search
+        pass

@@ -1,0 +1,337 @@
+"""``searchcore.search(...)``: the whole local search from Python, as the CLI runs it.
+
+The flow is one way: space file -> plugins -> search space -> Optuna study (sampler,
+pruner, storage) -> workers (ask, build, train, tell) -> MLflow records -> the best
+architectures retrained, tested and registered.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from searchcore.backends.storage import check_url, default_storage
+from searchcore.errors import UsageError
+from searchcore.tracking import DEFAULT_TRACKING, Tracker, mask_url
+
+ATTR_CONFIG = "searchcore_config"
+ATTR_SPACE = "searchcore_space"
+ATTR_PARENT = "mlflow_parent_run_id"
+ATTR_TRACKING = "mlflow_tracking_uri"
+
+
+@dataclass
+class Architecture:
+    """One of the best architectures a search found."""
+
+    trial: int
+    spec: dict
+    params: dict[str, Any]
+    values: list[float]
+    metrics: dict[str, float]
+    test_accuracy: float | None = None
+    model_uri: str | None = None
+
+    @property
+    def one_line(self) -> str:
+        from searchcore.spec import encode
+
+        return encode(self.spec)
+
+
+@dataclass
+class SearchResult:
+    """What a search returns; everything in it is also in the study storage and in MLflow."""
+
+    name: str
+    storage: str
+    tracking_uri: str
+    parent_run_id: str | None
+    objectives: list[str]
+    directions: list[str]
+    best: list[Architecture] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    baseline_test_accuracy: float | None = None
+    seconds: float = 0.0
+    stopped_reason: str = ""
+
+
+@dataclass
+class Settings:
+    """Command-line overrides of the space file's values (None: keep the file's)."""
+
+    trials: int | None = None
+    epochs: int | None = None
+    timeout: float | None = None
+    sampler: str | None = None
+    pruner: str | None = None
+    seed: int | None = None
+    workers: int = 1
+    storage: str | None = None
+    tracking_uri: str | None = None
+    name: str | None = None
+    register: bool = True
+    baseline: bool = True
+    progress: bool = True
+    threads: int | None = None
+    fail_fast: int = 5
+    top: int = 5
+
+
+def apply_settings(cfg: Any, s: Settings) -> Any:
+    for key in ("trials", "epochs", "timeout", "sampler", "pruner", "seed"):
+        value = getattr(s, key)
+        if value is not None:
+            setattr(cfg, key, value)
+    return cfg
+
+
+def search(space: str | Path | None = None, **kwargs: Any) -> SearchResult:
+    """Run (or resume) a search. Keyword arguments are :class:`Settings` fields."""
+    unknown = set(kwargs) - set(Settings.__dataclass_fields__)
+    if unknown:
+        raise UsageError(f"search(): unknown argument {sorted(unknown)[0]!r}; allowed: {', '.join(Settings.__dataclass_fields__)}")
+    return run_search(space, Settings(**kwargs))
+
+
+def prepare(cfg: Any, host: Any, threads: int | None) -> Any:
+    """Data, space and runner: what a worker keeps alive across trials."""
+    from searchcore.cli import dataset_shape, load_splits
+    from searchcore.config import resolve
+    from searchcore.runner import TrialRunner
+
+    splits = load_splits(cfg, host) if cfg.dataset is not None else None
+    shape, classes = (cfg.input or splits.input_shape, cfg.classes or splits.classes) if splits is not None else dataset_shape(cfg, host)
+    space = resolve(cfg, host, shape, classes)
+    return TrialRunner(cfg, host, space, splits, threads=threads)
+
+
+def run_search(space_file: str | Path | None, s: Settings) -> SearchResult:
+    from searchcore.backends import optuna_backend as ob
+    from searchcore.config import load_space
+    from searchcore.host import get_host
+    from searchcore.train import set_threads
+
+    from searchcore.cli import _quiet_libraries
+
+    _quiet_libraries()
+    t0 = time.time()
+    cfg = apply_settings(load_space(space_file), s)
+    if s.workers < 1:
+        raise UsageError(f"--workers: expected a positive integer, got {s.workers}")
+    name = s.name or cfg.name or "searchcore"
+    cfg.name = name
+    host = get_host()
+    threads = s.threads or max(1, (os.cpu_count() or 1) // s.workers)
+    set_threads(threads)
+    runner = prepare(cfg, host, threads)
+    directions = runner.directions
+    storage_url = check_url(s.storage) if s.storage else default_storage(s.workers, name)
+    tracking_uri = s.tracking_uri or DEFAULT_TRACKING
+    source = f"{cfg.source}: search.sampler" if s.sampler is None else "--sampler"
+    ob.make_sampler(cfg.sampler, cfg.seed, directions, host, source=source)  # fail on a bad name before creating anything
+    pruner = ob.make_pruner(cfg.pruner, cfg.epochs, len(directions) > 1)
+    study = ob.create_or_load(name, storage_url, directions, ob.make_sampler(cfg.sampler, cfg.seed, directions, host), pruner)
+    # A resumed search or another worker must not replay the same seeded sequence: offset the seed.
+    study.sampler = ob.make_sampler(cfg.sampler, ob.worker_seed(cfg.seed, study, 0), directions, host)
+    if ATTR_CONFIG not in study.user_attrs:
+        study.set_user_attr(ATTR_CONFIG, cfg.as_dict())
+        study.set_user_attr(ATTR_SPACE, cfg.text)
+    study.set_user_attr("budget", cfg.trials)
+
+    tracker = Tracker(tracking_uri, experiment=name)
+    parent = _parent_run(study, tracker, cfg, host, storage_url, sampler, pruner)
+    progress = Progress(study, cfg.trials, enabled=s.progress)
+    procs = _spawn_workers(s.workers - 1, storage_url, name, tracking_uri, threads, cfg.timeout)
+    try:
+        stats = ob.work(study, storage_url, runner, cfg.trials, tracker, parent, timeout=cfg.timeout, on_trial=progress.trial_done, fail_fast=s.fail_fast)
+        for p in procs:
+            while p.poll() is None:
+                progress.refresh()
+                time.sleep(0.5)
+    except BaseException:
+        for p in procs:
+            p.terminate()
+        tracker.flush(10)
+        raise
+    finally:
+        progress.close()
+    tracker.flush()
+    result = SearchResult(name, mask_url(storage_url), tracking_uri, parent, runner.names, directions, stopped_reason=stats.stopped_reason)
+    result.counts = state_counts(study)
+    result.best = best_architectures(study, runner.names, top=s.top)
+    final_metrics: dict[str, float] = {}
+    if result.best and s.register and cfg.evaluator == "train":
+        finalize_best(result, runner, tracker, parent, name)
+        final_metrics["best_test_accuracy"] = max(a.test_accuracy or 0.0 for a in result.best)
+    if s.baseline and cfg.evaluator == "train":
+        result.baseline_test_accuracy = baseline_test_accuracy(runner)
+        final_metrics["baseline_test_accuracy"] = result.baseline_test_accuracy
+    final_metrics.update({f"trials_{k.lower()}": v for k, v in result.counts.items()})
+    if parent is not None:
+        try:
+            tracker.end_search(parent, metrics=final_metrics)
+        except Exception as e:  # an outage at the very end loses nothing: sync writes it later
+            print(f"searchcore: warning: could not close the MLflow parent run: {type(e).__name__}", file=sys.stderr)
+    result.seconds = time.time() - t0
+    return result
+
+
+def _parent_run(study: Any, tracker: Tracker, cfg: Any, host: Any, storage_url: str, sampler: Any, pruner: Any) -> str | None:
+    """The search's MLflow parent run: created once, reused on resume; None while MLflow is down."""
+    import searchcore
+
+    existing = study.user_attrs.get(ATTR_PARENT)
+    info = {
+        "searchcore_version": searchcore.__version__,
+        "plugins": {i.name: i.version for i in host.loaded},
+        "sampler": type(sampler).__name__,
+        "pruner": type(pruner).__name__,
+        "seed": cfg.seed,
+        "storage": mask_url(storage_url),
+    }
+    try:
+        run_id = tracker.start_search(study.study_name, cfg.as_dict(), cfg.text, info, run_id=existing)
+    except Exception as e:
+        print(f"searchcore: warning: MLflow at {mask_url(tracker.uri)} is not answering ({type(e).__name__}); the search goes on, "
+              "run `searchcore sync` later", file=sys.stderr)
+        return existing
+    if existing is None:
+        study.set_user_attr(ATTR_PARENT, run_id)
+        study.set_user_attr(ATTR_TRACKING, mask_url(tracker.uri))
+    return run_id
+
+
+def _spawn_workers(n: int, storage_url: str, name: str, tracking_uri: str, threads: int, timeout: float | None) -> list[subprocess.Popen]:
+    procs = []
+    for _ in range(n):
+        cmd = [sys.executable, "-m", "searchcore.cli", "worker", "--storage", storage_url, "--name", name, "--tracking-uri", tracking_uri, "--threads", str(threads)]
+        if timeout is not None:
+            cmd += ["--timeout", str(timeout)]
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL))
+    return procs
+
+
+def state_counts(study: Any) -> dict[str, int]:
+    from searchcore.backends.optuna_backend import interrupted
+
+    lost = interrupted(study)
+    counts: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False):
+        key = "INTERRUPTED" if t.number in lost else t.state.name
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def best_architectures(study: Any, names: list[str], top: int = 5) -> list[Architecture]:
+    """Single objective: the top trials by value. Several: the Pareto front (Optuna's best_trials)."""
+    import optuna
+
+    from searchcore.spec import decode
+
+    done = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)) if "spec" in t.user_attrs]
+    if not done:
+        return []
+    if len(study.directions) > 1:
+        chosen = [t for t in study.best_trials if "spec" in t.user_attrs]
+    else:
+        reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
+        chosen = sorted(done, key=lambda t: (t.value, -t.number), reverse=reverse)[:top]
+    return [Architecture(t.number, decode(t.user_attrs["spec"]), dict(t.params), list(t.values), dict(t.user_attrs.get("metrics", {}))) for t in chosen]
+
+
+def finalize_best(result: SearchResult, runner: Any, tracker: Tracker, parent: str | None, name: str) -> None:
+    """Retrain the winner(s) with the search's budget and seed, test once, log and register."""
+    from searchcore.build import build
+    from searchcore.train import evaluate, train_model
+
+    chosen = result.best if len(result.directions) > 1 else result.best[:1]
+    for arch in chosen:
+        model = build(arch.spec, runner.host.blocks(), seed=runner.cfg.seed)
+        train_model(model, runner.splits, runner.train_config())
+        arch.test_accuracy = evaluate(model, runner.splits.test_x, runner.splits.test_y)
+        if parent is None:
+            continue
+        try:
+            arch.model_uri = tracker.log_model(model, arch.spec, name, arch.test_accuracy, arch.trial, parent)
+        except Exception as e:
+            print(f"searchcore: warning: could not register the best model in MLflow: {type(e).__name__}: {e}", file=sys.stderr)
+
+
+def baseline_test_accuracy(runner: Any) -> float:
+    """The unimproved backbone (every plugin off), trained like any trial: the bar to beat."""
+    from searchcore.build import build
+    from searchcore.train import evaluate, train_model
+
+    spec = runner.space.spec(runner.space.off_params())
+    model = build(spec, runner.host.blocks(), seed=runner.cfg.seed)
+    train_model(model, runner.splits, runner.train_config())
+    return evaluate(model, runner.splits.test_x, runner.splits.test_y)
+
+
+class Progress:
+    """Live progress: done/total, running, pruned, failed, best so far, ETA."""
+
+    def __init__(self, study: Any, total: int, enabled: bool = True) -> None:
+        self.study, self.total, self.enabled = study, total, enabled
+        self.t0 = time.time()
+        self._live = None
+        self._last = 0.0
+        if enabled and sys.stdout.isatty():
+            from rich.live import Live
+
+            self._live = Live(self._render(), refresh_per_second=2, transient=False)
+            self._live.start()
+
+    def _line(self) -> str:
+        import optuna
+
+        from searchcore.backends.optuna_backend import interrupted
+
+        S = optuna.trial.TrialState
+        lost = interrupted(self.study)
+        trials = [t for t in self.study.get_trials(deepcopy=False) if t.number not in lost]
+        n = {s: sum(1 for t in trials if t.state == s) for s in S}
+        done = n[S.COMPLETE] + n[S.PRUNED] + n[S.FAIL]
+        best = ""
+        complete = [t for t in trials if t.state == S.COMPLETE]
+        if complete and len(self.study.directions) == 1:
+            mx = self.study.direction == optuna.study.StudyDirection.MAXIMIZE
+            b = (max if mx else min)(complete, key=lambda t: t.value)
+            best = f" | best {b.value:.4f} (trial {b.number}) {b.user_attrs.get('spec', '')[:90]}"
+        elapsed = time.time() - self.t0
+        rate = elapsed / max(1, done)
+        eta = max(0.0, (self.total - done) * rate) if done else float("nan")
+        eta_s = f"{eta:.0f}s" if eta == eta else "?"
+        return (f"trials {done}/{self.total} | running {n[S.RUNNING]} | pruned {n[S.PRUNED]} | failed {n[S.FAIL]}"
+                f" | {elapsed:.0f}s elapsed, ETA {eta_s}{best}")
+
+    def _render(self) -> Any:
+        from rich.text import Text
+
+        return Text(self._line())
+
+    def trial_done(self, outcome: Any) -> None:
+        if not self.enabled:
+            return
+        if self._live is not None:
+            self._live.update(self._render())
+        else:
+            extra = f" ({outcome.reason})" if outcome.reason else ""
+            print(f"trial {outcome.number} {outcome.state}{extra} -> {self._line()}", flush=True)
+
+    def refresh(self) -> None:
+        if self.enabled and time.time() - self._last > 2:
+            self._last = time.time()
+            if self._live is not None:
+                self._live.update(self._render())
+
+    def close(self) -> None:
+        if self._live is not None:
+            self._live.update(self._render())
+            self._live.stop()
