@@ -113,11 +113,10 @@ def prepare(cfg: Any, host: Any, threads: int | None) -> Any:
 
 def run_search(space_file: str | Path | None, s: Settings) -> SearchResult:
     from searchcore.backends import optuna_backend as ob
+    from searchcore.cli import _quiet_libraries
     from searchcore.config import load_space
     from searchcore.host import get_host
     from searchcore.train import set_threads
-
-    from searchcore.cli import _quiet_libraries
 
     _quiet_libraries()
     t0 = time.time()
@@ -145,7 +144,7 @@ def run_search(space_file: str | Path | None, s: Settings) -> SearchResult:
     study.set_user_attr("budget", cfg.trials)
 
     tracker = Tracker(tracking_uri, experiment=name)
-    parent = _parent_run(study, tracker, cfg, host, storage_url, sampler, pruner)
+    parent = _parent_run(study, tracker, cfg, host, storage_url, study.sampler, pruner)
     progress = Progress(study, cfg.trials, enabled=s.progress)
     procs = _spawn_workers(s.workers - 1, storage_url, name, tracking_uri, threads, cfg.timeout)
     try:
