@@ -19,7 +19,7 @@ def add_commands(sub: Any, types: dict[str, Any]) -> None:
     sp.add_argument("--trials", type=pi, help="total trial budget of the search (across restarts)")
     sp.add_argument("--timeout", type=pf, help="stop starting trials after this many seconds")
     sp.add_argument("--epochs", type=pi, help="epochs per trial")
-    sp.add_argument("--sampler", help="tpe (default), random, nsga2, or one a plugin adds")
+    sp.add_argument("--sampler", help="auto (TPE; NSGA-II for several objectives), tpe, random, nsga2, grid, or one a plugin adds")
     sp.add_argument("--pruner", choices=["hyperband", "median", "successive_halving", "none"])
     sp.add_argument("--workers", type=pi, default=1, help="worker processes on this machine")
     sp.add_argument("--storage", help="study storage URL (default: sqlite:///searchcore.db here)")
@@ -134,10 +134,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     host = get_host()
     set_threads(args.threads)
     runner = prepare(cfg, host, args.threads)
-    sampler = ob.make_sampler(cfg.sampler, cfg.seed, runner.directions, host)
+    sampler = ob.make_sampler(cfg.sampler, cfg.seed, runner.directions, host, dimensions=runner.space.dimensions)
     pruner = ob.make_pruner(cfg.pruner, cfg.epochs, len(runner.directions) > 1)
     study = optuna.load_study(study_name=args.name, storage=storage, sampler=sampler, pruner=pruner)
-    study.sampler = ob.make_sampler(cfg.sampler, ob.worker_seed(cfg.seed, study, 1 + os.getpid() % 9973), runner.directions, host)
+    study.sampler = ob.make_sampler(cfg.sampler, ob.worker_seed(cfg.seed, study, 1 + os.getpid() % 9973), runner.directions, host,
+                                    dimensions=runner.space.dimensions)
     tracking = args.tracking_uri or study.user_attrs.get(ATTR_TRACKING) or DEFAULT_TRACKING
     tracker = Tracker(tracking, experiment=args.name)
     budget = int(study.user_attrs.get("budget", cfg.trials))

@@ -42,7 +42,7 @@ class SpaceConfig:
     trials: int = 20
     epochs: int = 5
     timeout: float | None = None
-    sampler: str = "tpe"
+    sampler: str = "auto"
     pruner: str = "hyperband"
     seed: int = 0
     evaluator: str = "train"

@@ -74,8 +74,26 @@ def _nsga2(seed: int, multi_objective: bool) -> Any:
     return optuna.samplers.NSGAIISampler(seed=seed, population_size=8)
 
 
+def _grid(seed: int, multi_objective: bool, dimensions: list) -> Any:
+    """Exhaustive search for small, discrete spaces (conditional dimensions included)."""
+    import optuna
+
+    from searchcore.errors import UsageError
+
+    grid: dict[str, list] = {}
+    for d in dimensions:
+        if d.kind == "categorical":
+            grid[d.name] = list(d.choices)
+        elif d.kind == "int":
+            grid[d.name] = list(range(int(d.low), int(d.high) + 1, int(d.step or 1)))
+        else:
+            raise UsageError(f"--sampler grid: dimension {d.name!r} is continuous; grid needs categorical or integer dimensions")
+    return optuna.samplers.GridSampler(grid, seed=seed)
+
+
 @hookimpl
 def searchcore_samplers(register: Callable[..., None]) -> None:
     register("tpe", _tpe)
     register("random", _random)
     register("nsga2", _nsga2)
+    register("grid", _grid)

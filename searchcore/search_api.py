@@ -81,6 +81,8 @@ class Settings:
     threads: int | None = None
     fail_fast: int = 5
     top: int = 5
+    isolate: bool = False
+    deterministic: bool = False
 
 
 def apply_settings(cfg: Any, s: Settings) -> Any:
@@ -121,6 +123,8 @@ def run_search(space_file: str | Path | None, s: Settings) -> SearchResult:
     _quiet_libraries()
     t0 = time.time()
     cfg = apply_settings(load_space(space_file), s)
+    if s.deterministic:  # carried in the train config, so workers and isolated trials train the same way
+        cfg.train = {**cfg.train, "deterministic": True}
     if s.workers < 1:
         raise UsageError(f"--workers: expected a positive integer, got {s.workers}")
     name = s.name or cfg.name or "searchcore"
@@ -129,15 +133,20 @@ def run_search(space_file: str | Path | None, s: Settings) -> SearchResult:
     threads = s.threads or max(1, (os.cpu_count() or 1) // s.workers)
     set_threads(threads)
     runner = prepare(cfg, host, threads)
+    if s.isolate:
+        from searchcore.isolate import IsolatedRunner
+
+        runner = IsolatedRunner(runner)
     directions = runner.directions
     storage_url = check_url(s.storage) if s.storage else default_storage(s.workers, name)
     tracking_uri = s.tracking_uri or DEFAULT_TRACKING
     source = f"{cfg.source}: search.sampler" if s.sampler is None else "--sampler"
-    ob.make_sampler(cfg.sampler, cfg.seed, directions, host, source=source)  # fail on a bad name before creating anything
+    dims = runner.space.dimensions
+    first = ob.make_sampler(cfg.sampler, cfg.seed, directions, host, source=source, dimensions=dims)  # a bad name fails before anything is created
     pruner = ob.make_pruner(cfg.pruner, cfg.epochs, len(directions) > 1)
-    study = ob.create_or_load(name, storage_url, directions, ob.make_sampler(cfg.sampler, cfg.seed, directions, host), pruner)
+    study = ob.create_or_load(name, storage_url, directions, first, pruner)
     # A resumed search or another worker must not replay the same seeded sequence: offset the seed.
-    study.sampler = ob.make_sampler(cfg.sampler, ob.worker_seed(cfg.seed, study, 0), directions, host)
+    study.sampler = ob.make_sampler(cfg.sampler, ob.worker_seed(cfg.seed, study, 0), directions, host, dimensions=dims)
     if ATTR_CONFIG not in study.user_attrs:
         study.set_user_attr(ATTR_CONFIG, cfg.as_dict())
         study.set_user_attr(ATTR_SPACE, cfg.text)
@@ -146,7 +155,7 @@ def run_search(space_file: str | Path | None, s: Settings) -> SearchResult:
     tracker = Tracker(tracking_uri, experiment=name)
     parent = _parent_run(study, tracker, cfg, host, storage_url, study.sampler, pruner)
     progress = Progress(study, cfg.trials, enabled=s.progress)
-    procs = _spawn_workers(s.workers - 1, storage_url, name, tracking_uri, threads, cfg.timeout)
+    procs = _spawn_workers(s.workers - 1, storage_url, name, tracking_uri, threads, cfg.timeout, isolate=s.isolate)
     try:
         stats = ob.work(study, storage_url, runner, cfg.trials, tracker, parent, timeout=cfg.timeout, on_trial=progress.trial_done, fail_fast=s.fail_fast)
         for p in procs:
@@ -174,11 +183,26 @@ def run_search(space_file: str | Path | None, s: Settings) -> SearchResult:
     final_metrics.update({f"trials_{k.lower()}": v for k, v in result.counts.items()})
     if parent is not None:
         try:
+            tracker.log_summary(parent, summary(result))
             tracker.end_search(parent, metrics=final_metrics)
         except Exception as e:  # an outage at the very end loses nothing: sync writes it later
             print(f"searchcore: warning: could not close the MLflow parent run: {type(e).__name__}", file=sys.stderr)
     result.seconds = time.time() - t0
     return result
+
+
+def summary(result: SearchResult) -> dict[str, Any]:
+    """What the parent run keeps of the outcome: objectives, and each chosen architecture."""
+    return {
+        "objectives": dict(zip(result.objectives, result.directions)),
+        "pareto": len(result.objectives) > 1,
+        "baseline_test_accuracy": result.baseline_test_accuracy,
+        "architectures": [
+            {"trial": a.trial, "values": a.values, "test_accuracy": a.test_accuracy, "model_uri": a.model_uri,
+             "params": a.params, "one_line": a.one_line, "metrics": a.metrics}
+            for a in result.best
+        ],
+    }
 
 
 def _parent_run(study: Any, tracker: Tracker, cfg: Any, host: Any, storage_url: str, sampler: Any, pruner: Any) -> str | None:
@@ -206,12 +230,15 @@ def _parent_run(study: Any, tracker: Tracker, cfg: Any, host: Any, storage_url: 
     return run_id
 
 
-def _spawn_workers(n: int, storage_url: str, name: str, tracking_uri: str, threads: int, timeout: float | None) -> list[subprocess.Popen]:
+def _spawn_workers(n: int, storage_url: str, name: str, tracking_uri: str, threads: int, timeout: float | None,
+                   isolate: bool = False) -> list[subprocess.Popen]:
     procs = []
     for _ in range(n):
         cmd = [sys.executable, "-m", "searchcore.cli", "worker", "--storage", storage_url, "--name", name, "--tracking-uri", tracking_uri, "--threads", str(threads)]
         if timeout is not None:
             cmd += ["--timeout", str(timeout)]
+        if isolate:
+            cmd += ["--isolate"]
         procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL))
     return procs
 

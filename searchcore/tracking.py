@@ -10,6 +10,7 @@ carries the study name and trial number as tags and sync skips those already pre
 from __future__ import annotations
 
 import json
+import logging
 import queue
 import re
 import sys
@@ -104,6 +105,11 @@ class Tracker:
         self.client.log_text(run.info.run_id, space_text, "space.yaml")
         self.client.log_text(run.info.run_id, json.dumps(config, indent=2, default=str), "config.json")
         return run.info.run_id
+
+    def log_summary(self, run_id: str, summary: dict[str, Any]) -> None:
+        """The search's outcome on its parent run: the top architectures, or the Pareto front."""
+        name = "pareto_front.json" if summary.get("pareto") else "best.json"
+        self.client.log_text(run_id, json.dumps(summary, indent=2, default=str), name)
 
     def end_search(self, run_id: str, status: str = "FINISHED", metrics: dict[str, float] | None = None) -> None:
         from mlflow.entities import Metric
@@ -214,6 +220,9 @@ class Tracker:
         import numpy as np
 
         example = np.zeros((1, *spec["input"]), dtype=np.float32)
+        # pickle, not pt2: every spec builds, not every model exports to a traced graph. Loading it
+        # needs searchcore installed; the spec beside it rebuilds the model without pickle.
+        logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
         with mlflow.start_run(run_id=run_id):
             info = mlflow.pytorch.log_model(
                 model.cpu().eval(),

@@ -26,11 +26,20 @@ ATTR_INTERRUPTED = "interrupted"
 ATTR_REQUEUED = "requeued_from"
 
 
-def make_sampler(name: str, seed: int, directions: list[str], host: Any, source: str = "--sampler") -> Any:
+def make_sampler(name: str, seed: int, directions: list[str], host: Any, source: str = "--sampler", dimensions: list | None = None) -> Any:
+    """A sampler from the plugins' catalog; ``auto`` is TPE for one objective, NSGA-II for several."""
+    import inspect
+
+    multi = len(directions) > 1
+    if name == "auto":
+        name = "nsga2" if multi else "tpe"
     samplers = host.catalog("samplers")
     if name not in samplers:
-        raise UsageError(f"{source}: unknown sampler {name!r}; available: {', '.join(sorted(samplers))}")
-    return samplers[name](seed=seed, multi_objective=len(directions) > 1)
+        raise UsageError(f"{source}: unknown sampler {name!r}; available: auto, {', '.join(sorted(samplers))}")
+    factory = samplers[name]
+    offered = {"seed": seed, "multi_objective": multi, "dimensions": list(dimensions or [])}
+    accepted = inspect.signature(factory).parameters
+    return factory(**{k: v for k, v in offered.items() if k in accepted})
 
 
 def worker_seed(seed: int, study: Any, worker: int) -> int:

@@ -1,0 +1,35 @@
+"""Shared fixtures: small, fast search spaces and isolated working directories."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SMALL_SPACE = """\
+name: small
+dataset: digits
+backbone: seed-cnn
+plugins:
+  kernel: {choices: [3, 5]}
+  residual: {}
+  attention: {kinds: [none, se]}
+objectives: [val_accuracy]
+budget: {trials: 6, epochs: 2}
+search: {sampler: tpe, pruner: hyperband, seed: 0}
+"""
+
+
+@pytest.fixture
+def small_space(tmp_path: Path) -> Path:
+    """A space file with a few cheap dimensions, so trials take a fraction of a second."""
+    path = tmp_path / "small.yaml"
+    path.write_text(SMALL_SPACE)
+    return path
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run in a fresh directory: the default stores (searchcore.db, mlflow.db) land there."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
