@@ -210,6 +210,8 @@ class PluginHost:
                         item, name = name, getattr(name, "name", None)
                     if not isinstance(name, str) or not name:
                         raise TypeError(f"register() needs a non-empty string name, got {name!r}")
+                    if _kind == "blocks" and name in _core_blocks():
+                        raise ValueError(f"block {name!r} is a core block type; plugin blocks are named 'plugin.block'")
                     if name in catalogs[_kind]:
                         other = self._providers[_kind][name]
                         raise ValueError(f"{_kind[:-1]} {name!r} is already registered by plugin {other!r}")
@@ -320,6 +322,12 @@ def _type_ok(default: Any, value: Any) -> Any:
     if isinstance(default, dict) and isinstance(value, dict):
         return value
     return None
+
+
+def _core_blocks() -> dict[str, Any]:
+    from searchcore.build import CORE_BLOCKS
+
+    return CORE_BLOCKS
 
 
 def _env_list(var: str) -> set[str]:

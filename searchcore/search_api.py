@@ -17,7 +17,7 @@ from typing import Any
 
 from searchcore.backends.storage import check_url, default_storage
 from searchcore.errors import UsageError
-from searchcore.tracking import DEFAULT_TRACKING, Tracker, mask_url
+from searchcore.tracking import DEFAULT_TRACKING, Tracker, absolute_uri, mask_url
 
 ATTR_CONFIG = "searchcore_config"
 ATTR_SPACE = "searchcore_space"
@@ -83,6 +83,17 @@ class Settings:
     top: int = 5
     isolate: bool = False
     deterministic: bool = False
+    # Ray backend (--backend ray); None keeps its default, and each is refused with --backend optuna.
+    backend: str = "optuna"
+    address: str | None = None
+    cpus_per_trial: float | None = None
+    gpus_per_trial: float | None = None
+    max_concurrent: int | None = None
+    max_failures: int | None = None
+    scheduler: str | None = None
+    resume: bool = False
+    ray_storage: str | None = None
+    plots: bool = True  # plots, credit, diagram and Grad-CAM on the parent run at the end (searchcore.report.hook)
 
 
 def apply_settings(cfg: Any, s: Settings) -> Any:
@@ -115,11 +126,15 @@ def prepare(cfg: Any, host: Any, threads: int | None) -> Any:
 
 def run_search(space_file: str | Path | None, s: Settings) -> SearchResult:
     from searchcore.backends import optuna_backend as ob
+    from searchcore.backends import ray_backend
     from searchcore.cli import _quiet_libraries
     from searchcore.config import load_space
     from searchcore.host import get_host
     from searchcore.train import set_threads
 
+    ray_backend.validate_settings(s)  # imports no Ray; refuses the other backend's flags
+    if s.backend == "ray":
+        return ray_backend.run_ray_search(space_file, s)
     _quiet_libraries()
     t0 = time.time()
     cfg = apply_settings(load_space(space_file), s)
@@ -139,7 +154,7 @@ def run_search(space_file: str | Path | None, s: Settings) -> SearchResult:
         runner = IsolatedRunner(runner)
     directions = runner.directions
     storage_url = check_url(s.storage) if s.storage else default_storage(s.workers, name)
-    tracking_uri = s.tracking_uri or DEFAULT_TRACKING
+    tracking_uri = absolute_uri(s.tracking_uri or DEFAULT_TRACKING)
     source = f"{cfg.source}: search.sampler" if s.sampler is None else "--sampler"
     dims = runner.space.dimensions
     first = ob.make_sampler(cfg.sampler, cfg.seed, directions, host, source=source, dimensions=dims)  # a bad name fails before anything is created
@@ -151,9 +166,11 @@ def run_search(space_file: str | Path | None, s: Settings) -> SearchResult:
         study.set_user_attr(ATTR_CONFIG, cfg.as_dict())
         study.set_user_attr(ATTR_SPACE, cfg.text)
     study.set_user_attr("budget", cfg.trials)
+    ob.resume_stopped(study)
 
     tracker = Tracker(tracking_uri, experiment=name)
     parent = _parent_run(study, tracker, cfg, host, storage_url, study.sampler, pruner)
+    _write_lost_runs(study, tracker, parent)
     progress = Progress(study, cfg.trials, enabled=s.progress)
     procs = _spawn_workers(s.workers - 1, storage_url, name, tracking_uri, threads, cfg.timeout, isolate=s.isolate)
     try:
@@ -180,8 +197,12 @@ def run_search(space_file: str | Path | None, s: Settings) -> SearchResult:
     if s.baseline and cfg.evaluator == "train":
         result.baseline_test_accuracy = baseline_test_accuracy(runner)
         final_metrics["baseline_test_accuracy"] = result.baseline_test_accuracy
+    if s.plots and parent is not None and not tracker.down:
+        from searchcore.report.hook import log_search_report  # never raises: a plotting failure is one warning
+
+        log_search_report(study, runner, tracker, parent, result)
     final_metrics.update({f"trials_{k.lower()}": v for k, v in result.counts.items()})
-    if parent is not None:
+    if parent is not None and not tracker.down:  # while MLflow is down, `searchcore sync` closes the parent run later
         try:
             tracker.log_summary(parent, summary(result))
             tracker.end_search(parent, metrics=final_metrics)
@@ -221,13 +242,26 @@ def _parent_run(study: Any, tracker: Tracker, cfg: Any, host: Any, storage_url: 
     try:
         run_id = tracker.start_search(study.study_name, cfg.as_dict(), cfg.text, info, run_id=existing)
     except Exception as e:
-        print(f"searchcore: warning: MLflow at {mask_url(tracker.uri)} is not answering ({type(e).__name__}); the search goes on, "
-              "run `searchcore sync` later", file=sys.stderr)
+        tracker.outage(e)  # warns once; the search goes on
         return existing
     if existing is None:
         study.set_user_attr(ATTR_PARENT, run_id)
         study.set_user_attr(ATTR_TRACKING, mask_url(tracker.uri))
     return run_id
+
+
+def _write_lost_runs(study: Any, tracker: Tracker, parent: str | None) -> None:
+    """On resume, write the runs a dead process owed MLflow: trials it finished but had not
+    written yet (writes are asynchronous), or a FAILED run for a trial it found interrupted.
+    Trials of live workers are left to them, so nothing is written twice."""
+    from searchcore.sync import lost_by_dead_workers, write_missing
+
+    if parent is None or tracker.down or not study.get_trials(deepcopy=False):
+        return
+    try:
+        write_missing(study, tracker, parent, only=lost_by_dead_workers(study))
+    except Exception as e:  # an outage now: the search goes on, `searchcore sync` writes them later
+        tracker.outage(e)
 
 
 def _spawn_workers(n: int, storage_url: str, name: str, tracking_uri: str, threads: int, timeout: float | None,
@@ -273,30 +307,30 @@ def best_architectures(study: Any, names: list[str], top: int = 5) -> list[Archi
 
 def finalize_best(result: SearchResult, runner: Any, tracker: Tracker, parent: str | None, name: str) -> None:
     """Retrain the winner(s) with the search's budget and seed, test once, log and register."""
-    from searchcore.build import build
-    from searchcore.train import evaluate, train_model
+    from searchcore.fit import fit
+    from searchcore.train import evaluate
 
     chosen = result.best if len(result.directions) > 1 else result.best[:1]
     for arch in chosen:
-        model = build(arch.spec, runner.host.blocks(), seed=runner.cfg.seed)
-        train_model(model, runner.splits, runner.train_config())
+        # the same path as a trial (plugins' distillation, pruning), so the registered model is the one scored
+        fitted = fit(arch.spec, runner.host, runner.splits, runner.train_config(), runner.space.options, final=True)
+        model = fitted.model
         arch.test_accuracy = evaluate(model, runner.splits.test_x, runner.splits.test_y)
-        if parent is None:
+        if parent is None or tracker.down:
             continue
         try:
-            arch.model_uri = tracker.log_model(model, arch.spec, name, arch.test_accuracy, arch.trial, parent)
+            arch.model_uri = tracker.log_model(model, arch.spec, name, arch.test_accuracy, arch.trial, parent, metrics=fitted.metrics)
         except Exception as e:
             print(f"searchcore: warning: could not register the best model in MLflow: {type(e).__name__}: {e}", file=sys.stderr)
 
 
 def baseline_test_accuracy(runner: Any) -> float:
     """The unimproved backbone (every plugin off), trained like any trial: the bar to beat."""
-    from searchcore.build import build
-    from searchcore.train import evaluate, train_model
+    from searchcore.fit import fit
+    from searchcore.train import evaluate
 
     spec = runner.space.spec(runner.space.off_params())
-    model = build(spec, runner.host.blocks(), seed=runner.cfg.seed)
-    train_model(model, runner.splits, runner.train_config())
+    model = fit(spec, runner.host, runner.splits, runner.train_config(), runner.space.options).model
     return evaluate(model, runner.splits.test_x, runner.splits.test_y)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import re
 import sys
@@ -30,6 +31,10 @@ TAG_SPEC = "searchcore.spec"
 TAG_HASH = "searchcore.spec_hash"
 STATUS = {COMPLETE: "FINISHED", PRUNED: "KILLED", FAILED: "FAILED"}
 DEFAULT_TRACKING = "sqlite:///mlflow.db"
+RETRY_AFTER_S = 60.0  # after a failed write, skip writes this long instead of waiting on a dead server each time
+# MLflow's HTTP client retries a failed request 7 times with exponential backoff (minutes): right for
+# rate limits, wrong for a server that is gone. searchcore's own defaults, unless the user set them.
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
 
 _CRED = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]*)(?::(?P<pw>[^@/\s]*))?@")
 
@@ -42,6 +47,15 @@ def mask_url(text: str) -> str:
         return f"{m.group('scheme')}{m.group('user')}{pw}@"
 
     return _CRED.sub(repl, text)
+
+
+def absolute_uri(uri: str) -> str:
+    """``sqlite:///relative.db`` -> an absolute path, resolved now: MLflow caches a store per URI
+    for the life of the process, so a relative path would keep pointing at the first directory."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/") and ":memory:" not in uri:
+        return prefix + str(Path(uri[len(prefix) :]).resolve())
+    return uri
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -69,14 +83,18 @@ class Tracker:
     def __init__(self, tracking_uri: str = DEFAULT_TRACKING, experiment: str = "searchcore") -> None:
         from mlflow.tracking import MlflowClient
 
-        self.uri = tracking_uri
+        self.uri = tracking_uri = absolute_uri(tracking_uri)
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.experiment_name = experiment
         self._experiment_id: str | None = None
         self._queue: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
         self._warned = False
+        self._down_until = 0.0
         self.failed_writes = 0
+        if tracking_uri.startswith(("http://", "https://")):
+            for var, value in HTTP_DEFAULTS.items():
+                os.environ.setdefault(var, value)
 
     @property
     def experiment_id(self) -> str:
@@ -135,17 +153,30 @@ class Tracker:
         while self._queue.unfinished_tasks and time.time() < deadline:
             time.sleep(0.01)
 
+    @property
+    def down(self) -> bool:
+        """True for ``RETRY_AFTER_S`` after a failed write: MLflow is taken to be unreachable."""
+        return time.time() < self._down_until
+
+    def outage(self, e: BaseException) -> None:
+        """Record that MLflow failed: warn once per process, and skip writes for a while."""
+        self.failed_writes += 1
+        self._down_until = time.time() + RETRY_AFTER_S
+        if not self._warned:
+            self._warned = True
+            print(f"searchcore: warning: MLflow at {mask_url(self.uri)} is not answering ({type(e).__name__}); "
+                  "the search goes on, run `searchcore sync` later to write the missing runs", file=sys.stderr)
+
     def _drain(self) -> None:
         while True:
             item = self._queue.get()
             try:
+                if self.down:  # do not wait on a dead server for every trial; sync writes it later
+                    self.failed_writes += 1
+                    continue
                 self.write_trial(*item)
             except Exception as e:  # tracking outage: the study storage keeps the trial; sync writes it later
-                self.failed_writes += 1
-                if not self._warned:
-                    self._warned = True
-                    print(f"searchcore: warning: MLflow at {mask_url(self.uri)} is not answering ({type(e).__name__}); "
-                          "the search goes on, run `searchcore sync` later to write the missing runs", file=sys.stderr)
+                self.outage(e)
             finally:
                 self._queue.task_done()
 
@@ -185,13 +216,24 @@ class Tracker:
         self.client.set_terminated(run_id, status=STATUS[o.state], end_time=end_ms)
         return run_id
 
-    def logged_trials(self, study: str) -> set[int]:
-        """Trial numbers of ``study`` that already have a run (for sync)."""
+    def logged_trials(self, study: str, partial: dict[int, list[str]] | None = None) -> set[int]:
+        """Trial numbers of ``study`` that already have a complete run (for sync).
+
+        A trial run is created and terminated in one write, so a run still RUNNING is a write cut
+        short (a killed process, an outage mid-write): it does not count, and its id goes into
+        ``partial`` (by trial number) for sync to delete before writing the trial again.
+        """
         numbers: set[int] = set()
         token = None
         while True:
             page = self.client.search_runs([self.experiment_id], f"tags.`{TAG_STUDY}` = '{study}' and tags.`{TAG_KIND}` = 'trial'", max_results=1000, page_token=token)
-            numbers.update(int(r.data.tags[TAG_TRIAL]) for r in page)
+            for r in page:
+                number = int(r.data.tags[TAG_TRIAL])
+                if r.info.status == "RUNNING":
+                    if partial is not None:
+                        partial.setdefault(number, []).append(r.info.run_id)
+                else:
+                    numbers.add(number)
             token = page.token
             if not token:
                 return numbers
@@ -202,8 +244,13 @@ class Tracker:
 
     # --- the best architectures --------------------------------------------------------------
 
-    def log_model(self, model: Any, spec: dict, register_as: str, test_accuracy: float, trial_number: int, parent_run_id: str) -> str:
-        """Log a trained model with its spec as a child run and register it; returns the model URI."""
+    def log_model(self, model: Any, spec: dict, register_as: str, test_accuracy: float, trial_number: int, parent_run_id: str,
+                  metrics: dict[str, float] | None = None) -> str:
+        """Log a trained model with its spec as a child run and register it; returns the model URI.
+
+        ``metrics`` are the plugins' records of the retrain (a distilled student's teacher accuracy
+        and size, a pruned model's sparsity), logged next to ``test_accuracy``.
+        """
         import mlflow
         import mlflow.pytorch
         from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
@@ -214,6 +261,8 @@ class Tracker:
         run = self.client.create_run(self.experiment_id, run_name=f"best-trial-{trial_number}", tags=tags)
         run_id = run.info.run_id
         self.client.log_metric(run_id, "test_accuracy", float(test_accuracy))
+        for key, value in (metrics or {}).items():
+            self.client.log_metric(run_id, key, float(value))
         self.client.log_text(run_id, to_json(spec), "spec.json")
         mlflow.set_tracking_uri(self.uri)
         mlflow.set_registry_uri(self.uri)

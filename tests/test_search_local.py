@@ -13,9 +13,10 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+from searchcore.backends.storage import open_storage
 from searchcore.build import build
 from searchcore.cli import main
-from searchcore.search_api import run_search, Settings
+from searchcore.search_api import Settings, run_search
 from searchcore.spec import decode, from_json
 
 
@@ -121,7 +122,7 @@ def test_resume_continues_to_the_total_budget(workdir: Path, small_space: Path) 
 
 def test_two_workers_on_the_default_local_storage(workdir: Path, small_space: Path) -> None:
     assert main(["search", str(small_space), "--trials", "6", "--epochs", "1", "--workers", "2", "--name", "two", "--no-register", "--no-baseline", "-q"]) == 0
-    study = optuna.load_study(study_name="two", storage=f"journal:///{workdir / 'searchcore.journal'}")
+    study = optuna.load_study(study_name="two", storage=open_storage(f"journal:///{workdir / 'searchcore.journal'}"))
     finished = [t for t in study.trials if t.state.is_finished()]
     assert len(study.trials) == 6 and len(finished) == 6
     pids = {t.user_attrs["pid"] for t in study.trials}

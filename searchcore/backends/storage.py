@@ -34,6 +34,18 @@ def check_url(url: str, argument: str = "--storage") -> str:
     return url
 
 
+def driver_url(url: str) -> str:
+    """Name the PostgreSQL driver the project installs (psycopg2): SQLAlchemy 2.1 maps a bare
+    ``postgresql://`` to psycopg 3, which is not a dependency, so the bare form would not connect."""
+    for bare in ("postgresql://", "postgres://"):
+        if url.startswith(bare):
+            import importlib.util
+
+            if importlib.util.find_spec("psycopg") is None:
+                return "postgresql+psycopg2://" + url[len(bare) :]
+    return url
+
+
 def open_storage(url: str) -> Any:
     """An Optuna storage for ``url``; ``journal:///FILE`` is Optuna's recommended store for many
     processes on one machine, SQLite gets a long busy timeout so concurrent writers wait."""
@@ -42,6 +54,9 @@ def open_storage(url: str) -> Any:
 
     check_url(url)
     kind = scheme(url)
+    for prefix in ("sqlite:///", "journal:///"):  # relative paths are resolved now, as MLflow's are
+        if url.startswith(prefix) and not url.startswith(prefix + "/"):
+            url = prefix + str(Path(url[len(prefix) :]).resolve())
     if kind == "journal":
         return JournalStorage(JournalFileBackend(url[len("journal:///") :]))
     engine_kwargs: dict[str, Any] = {}
@@ -50,7 +65,7 @@ def open_storage(url: str) -> Any:
     else:
         engine_kwargs = {"pool_pre_ping": True}
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        return optuna.storages.RDBStorage(driver_url(url), engine_kwargs=engine_kwargs)
     except Exception as e:  # a bad URL or an unreachable server is the user's input
         from searchcore.tracking import mask_url
 
@@ -124,7 +139,7 @@ def _engine(url: str) -> Any:
     import sqlalchemy
 
     if url not in _engines:
-        _engines[url] = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+        _engines[url] = sqlalchemy.create_engine(driver_url(url), poolclass=sqlalchemy.pool.NullPool)
     return _engines[url]
 
 
