@@ -18,7 +18,9 @@ from typing import Any
 import searchcore
 
 
-def run(out: Path, space: str | None = None, trials: int = 4, epochs: int = 1, seed: int = 0) -> Any:
+def run(
+    out: Path, space: str | None = None, trials: int = 4, epochs: int = 1, seed: int = 0, threads: int | None = None
+) -> Any:
     """One search, its study and MLflow records kept under ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     return searchcore.search(
@@ -32,6 +34,7 @@ def run(out: Path, space: str | None = None, trials: int = 4, epochs: int = 1, s
         register=False,
         baseline=False,
         progress=False,
+        threads=threads,
     )
 
 
@@ -52,13 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trials", type=int, default=4)
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
     p.add_argument("--out", type=Path, help="folder for the study and MLflow records (default: a temporary one)")
     args = p.parse_args(argv)
     if args.out is not None:
-        report(run(args.out, args.space, args.trials, args.epochs, args.seed))
+        report(run(args.out, args.space, args.trials, args.epochs, args.seed, args.threads))
         return 0
     with tempfile.TemporaryDirectory(prefix="searchcore-api-") as tmp:
-        report(run(Path(tmp), args.space, args.trials, args.epochs, args.seed))
+        report(run(Path(tmp), args.space, args.trials, args.epochs, args.seed, args.threads))
     return 0
 
 

@@ -6,10 +6,11 @@ import argparse
 import json
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, NoReturn
+from typing import Any, NoReturn
 
-from searchcore.errors import SearchcoreError, UsageError
+from searchcore.errors import PluginError, SearchcoreError, UsageError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -84,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     from searchcore import commands
 
     commands.add_commands(sub, {"positive_int": _positive_int, "nonneg_int": _nonneg_int, "positive_float": _positive_float, "fraction": _fraction})
+    from searchcore.cli_authoring import add_authoring_commands
+
+    add_authoring_commands(sub)
+    from searchcore.cli_results import add_results_commands
+
+    add_results_commands(sub)  # report, ablate
     return p
 
 
@@ -96,12 +103,21 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
     host = get_host()
     dims_by_plugin: dict[str, list[str]] = {}
-    try:
-        space = _resolve_quiet(load_space(None), host)
-        for d in space.dimensions:
-            dims_by_plugin.setdefault(d.plugin, []).append(d.name)
-    except SearchcoreError as e:
-        print(f"note: default space not resolved: {e}", file=sys.stderr)
+    clashed: set[str] = set()
+    while True:
+        try:
+            space = _resolve_quiet(load_space(None), host)
+        except PluginError as e:
+            if e.plugin in host.infos and not host.infos[e.plugin].ok and e.plugin not in clashed:
+                clashed.add(e.plugin)  # a dimension clash broke this plugin; the others still have their dimensions
+                continue
+            print(f"note: default space not resolved: {e}", file=sys.stderr)
+        except SearchcoreError as e:
+            print(f"note: default space not resolved: {e}", file=sys.stderr)
+        else:
+            for d in space.dimensions:
+                dims_by_plugin.setdefault(d.plugin, []).append(d.name)
+        break
     host.catalog("blocks")  # catalog errors mark plugins broken; show them
     rows = []
     for info in sorted(host.infos.values(), key=lambda i: i.name):

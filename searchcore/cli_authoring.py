@@ -20,7 +20,9 @@ def add_authoring_commands(sub: Any) -> None:
         "conformance tests, a tiny space file and a README. Guide: docs/writing-plugins.md.",
     )
     sp.add_argument("name", metavar="NAME", help="plugin name: a lowercase identifier such as invres")
-    sp.add_argument("--dir", default=".", metavar="D", help="folder to create the package in (default: the current folder)")
+    sp.add_argument(
+        "--dir", default=".", metavar="D", help="folder to create the package in (default: the current folder)"
+    )
     sp.set_defaults(func=cmd_new_plugin)
 
 

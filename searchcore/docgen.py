@@ -75,7 +75,9 @@ def signature(fn: object) -> str:
     def ann(a: object) -> str:
         return a if isinstance(a, str) else inspect.formatannotation(a)
 
-    params = ", ".join(p.name if p.annotation is p.empty else f"{p.name}: {ann(p.annotation)}" for p in sig.parameters.values())
+    params = ", ".join(
+        p.name if p.annotation is p.empty else f"{p.name}: {ann(p.annotation)}" for p in sig.parameters.values()
+    )
     ret = "" if sig.return_annotation is sig.empty else f" -> {ann(sig.return_annotation)}"
     return f"{fn.__name__}({params}){ret}"  # type: ignore[attr-defined]
 

@@ -27,9 +27,13 @@ def builtin_plugin_names() -> set[str]:
 def check_name(name: str) -> str:
     """Plugin names become entry-point, module and dimension prefixes, so they are lowercase identifiers."""
     if not NAME_RE.fullmatch(name) or keyword.iskeyword(name):
-        raise UsageError(f"plugin name {name!r}: use a lowercase identifier of 1-40 characters (letters, digits, _), e.g. invres")
+        raise UsageError(
+            f"plugin name {name!r}: use a lowercase identifier of 1-40 characters (letters, digits, _), e.g. invres"
+        )
     if name.startswith("searchcore"):
-        raise UsageError(f"plugin name {name!r}: leave out the 'searchcore' prefix; the package is named searchcore-{name} for you")
+        raise UsageError(
+            f"plugin name {name!r}: leave out the 'searchcore' prefix; the package is named searchcore-{name} for you"
+        )
     taken = builtin_plugin_names()
     if name in taken:
         raise UsageError(f"plugin name {name!r} is taken by a built-in plugin ({', '.join(sorted(taken))})")
@@ -64,7 +68,7 @@ def new_plugin(name: str, directory: Path) -> Path:
 
 # --- templates: __NAME__ becomes the plugin name, __DIST__ its dashed form ---------------------------
 
-PYPROJECT = '''\
+PYPROJECT = """\
 [build-system]
 requires = ["setuptools>=61"]
 build-backend = "setuptools.build_meta"
@@ -100,7 +104,7 @@ select = ["E", "F", "W", "I", "B", "UP"]
 
 [tool.ruff.lint.isort]
 known-third-party = ["searchcore"]
-'''
+"""
 
 INIT = '''\
 """searchcore-__DIST__: the __NAME__ improvement plugin for searchcore (the hooks are in ``plugin``)."""
@@ -215,7 +219,7 @@ def test_transform_adds_one_block_per_chosen_stage() -> None:
     assert len(spec["stages"][1]["body"]) == 1
 '''
 
-SPACE = '''\
+SPACE = """\
 # A tiny space with only this plugin, to try it:
 #   searchcore space show space.yaml
 #   searchcore search space.yaml
@@ -230,9 +234,9 @@ search:
   sampler: random
   pruner: none
   seed: 0
-'''
+"""
 
-README = '''\
+README = """\
 # searchcore-__DIST__
 
 The `__NAME__` improvement plugin for searchcore.
@@ -265,4 +269,4 @@ duration. Without installing, `pytest` works as is (the kit loads the module und
 Dimension and block names start with `__NAME__.`; with every dimension off the spec is
 unchanged; the transformation never mutates its input; every value of every dimension builds
 and trains; no name clashes with the built-in plugins.
-'''
+"""

@@ -55,7 +55,9 @@ def import_plugin(target: ModuleType | str) -> ModuleType:
 
 def builtin_entry_points() -> list[md.EntryPoint]:
     """The entry points searchcore itself ships (core and the built-in improvements)."""
-    return [ep for ep in md.entry_points(group=GROUP) if ep.dist is not None and ep.dist.metadata["Name"] == BUILTIN_PACKAGE]
+    return [
+        ep for ep in md.entry_points(group=GROUP) if ep.dist is not None and ep.dist.metadata["Name"] == BUILTIN_PACKAGE
+    ]
 
 
 def derive_plugin_name(module: ModuleType) -> str:
@@ -115,7 +117,9 @@ class Subject:
 
     def transform(self, spec: dict, params: dict[str, Any]) -> dict:
         """Call only this plugin's ``searchcore_transform`` hook, as the host would."""
-        got = self.host.call_each("searchcore_transform", plugins=[self.name], spec=spec, params=params, options=self.options)
+        got = self.host.call_each(
+            "searchcore_transform", plugins=[self.name], spec=spec, params=params, options=self.options
+        )
         return spec if not got or got[0][1] is None else got[0][1]
 
     def own_blocks(self) -> list[str]:
@@ -150,10 +154,14 @@ def activation(d: Dimension, by_name: dict[str, Dimension]) -> dict[str, Any]:
         parent_name, allowed = d.condition
         parent = by_name.get(parent_name)
         if parent is None:
-            raise AssertionError(f"dimension {d.name!r}: condition names {parent_name!r}, which this plugin does not declare")
+            raise AssertionError(
+                f"dimension {d.name!r}: condition names {parent_name!r}, which this plugin does not declare"
+            )
         usable = [v for v in allowed if parent.contains(v)]
         if not usable:
-            raise AssertionError(f"dimension {d.name!r}: no value in its condition {list(allowed)} is a value of {parent_name!r}")
+            raise AssertionError(
+                f"dimension {d.name!r}: no value in its condition {list(allowed)} is a value of {parent_name!r}"
+            )
         need[parent_name] = parent.off if any(_same(parent.off, v) for v in usable) else usable[0]
         d = parent
     return need
@@ -209,7 +217,8 @@ def _each(cases: list[Case], check: Callable[[Case], None]) -> None:
             check(c)
         except Exception as e:  # report all cases, not only the first
             where = traceback.extract_tb(e.__traceback__)[-1]
-            failures.append(f"  {c.label} {c.params}: {type(e).__name__}: {' '.join(str(e).split())} ({where.filename}:{where.lineno})")
+            message = " ".join(str(e).split())
+            failures.append(f"  {c.label} {c.params}: {type(e).__name__}: {message} ({where.filename}:{where.lineno})")
     if failures:
         pytest.fail(f"{len(failures)} of {len(cases)} cases failed:\n" + "\n".join(failures), pytrace=False)
 
@@ -260,10 +269,13 @@ class PluginConformance:
         assert info is not None, f"plugin {name!r} was not loaded; loaded: {sorted(host.infos)}"
         assert info.ok, f"plugin {name!r}: {info.status}"
         assert any(h in info.hooks for h in IMPROVEMENT_HOOKS), (
-            f"plugin {name!r} implements {info.hooks}; an improvement plugin implements {' and/or '.join(IMPROVEMENT_HOOKS)}"
+            f"plugin {name!r} implements {info.hooks}; an improvement plugin implements "
+            f"{' and/or '.join(IMPROVEMENT_HOOKS)}"
         )
         builtin = {ep.name: ep.module for ep in builtin_entry_points()}
-        assert builtin.get(name, module.__name__) == module.__name__, f"plugin name {name!r} is a built-in plugin's name"
+        assert builtin.get(name, module.__name__) == module.__name__, (
+            f"plugin name {name!r} is a built-in plugin's name"
+        )
         assert name.isidentifier() and name == name.lower(), f"plugin name {name!r}: use a lowercase identifier"
 
     def test_options_are_plain_data(self, subject: Subject) -> None:
@@ -271,27 +283,39 @@ class PluginConformance:
         defaults = subject.host.options(subject.name)
         for key, value in defaults.items():
             assert isinstance(key, str) and key.isidentifier(), f"option {key!r}: option names are identifiers"
-            assert _plain(value), f"option {key!r}={value!r}: defaults are None, bool, int, float, str, or lists/dicts of them"
+            assert _plain(value), (
+                f"option {key!r}={value!r}: defaults are None, bool, int, float, str, or lists/dicts of them"
+            )
         assert subject.host.resolve_options(subject.name, copy.deepcopy(defaults), "<defaults>") == defaults
 
     # --- dimensions --------------------------------------------------------------------------
 
     def test_dimensions_valid_and_namespaced(self, subject: Subject) -> None:
-        """Dimensions exist for the backbone, are named ``<plugin>.``, are unique, and their off values and conditions are valid."""
+        """Dimensions exist for the backbone, named ``<plugin>.`` and unique; off values and conditions are valid."""
         dims, name = subject.space.dimensions, subject.name
         assert dims, (
-            f"plugin {name!r} declares no dimensions for backbone {type(self).backbone!r} with input {subject.input_shape}; "
-            "set backbone / input_shape / options in the test class to a setting the plugin applies to"
+            f"plugin {name!r} declares no dimensions for backbone {type(self).backbone!r} "
+            f"with input {subject.input_shape}; set backbone / input_shape / options in the test class "
+            "to a setting the plugin applies to"
         )
         names = [d.name for d in dims]
-        assert len(set(names)) == len(names), f"duplicate dimension names: {sorted({n for n in names if names.count(n) > 1})}"
+        assert len(set(names)) == len(names), (
+            f"duplicate dimension names: {sorted({n for n in names if names.count(n) > 1})}"
+        )
         seen: set[str] = set()
         for d in dims:
-            assert d.name.startswith(f"{name}.") and len(d.name) > len(name) + 1, f"dimension {d.name!r} must start with {name + '.'!r}"
-            assert d.contains(d.off), f"dimension {d.name!r}: off value {d.off!r} is not one of its values {d.describe()}"
+            assert d.name.startswith(f"{name}.") and len(d.name) > len(name) + 1, (
+                f"dimension {d.name!r} must start with {name + '.'!r}"
+            )
+            assert d.contains(d.off), (
+                f"dimension {d.name!r}: off value {d.off!r} is not one of its values {d.describe()}"
+            )
             if d.condition is not None:
                 parent = d.condition[0]
-                assert parent in seen, f"dimension {d.name!r}: its condition's dimension {parent!r} must be declared before it by this plugin"
+                assert parent in seen, (
+                    f"dimension {d.name!r}: its condition's dimension {parent!r} must be declared before it, "
+                    "by this plugin"
+                )
             seen.add(d.name)
         for block in subject.own_blocks():
             assert block.startswith(f"{name}."), f"block type {block!r} must start with {name + '.'!r}"
@@ -309,10 +333,15 @@ class PluginConformance:
         dead = []
         for d in dims:
             base = activation(d, by_name)
-            specs = {json.dumps(subject.space.spec(assign(dims, {**base, d.name: v})), sort_keys=True) for v in value_domain(d)}
+            specs = {
+                json.dumps(subject.space.spec(assign(dims, {**base, d.name: v})), sort_keys=True)
+                for v in value_domain(d)
+            }
             if len(specs) < 2:
                 dead.append(d.name)
-        assert not dead, f"these dimensions never change the spec: {dead} (does the transformation read the same names?)"
+        assert not dead, (
+            f"these dimensions never change the spec: {dead} (does the transformation read the same names?)"
+        )
 
     # --- sampling and replay -----------------------------------------------------------------
 
@@ -325,7 +354,9 @@ class PluginConformance:
         by_name = {d.name: d for d in subject.space.dimensions}
         for params in first:
             for key, value in params.items():
-                assert by_name[key].contains(value), f"sampled {key}={value!r}, not a value of {by_name[key].describe()}"
+                assert by_name[key].contains(value), (
+                    f"sampled {key}={value!r}, not a value of {by_name[key].describe()}"
+                )
 
     def test_replay_from_params(self, subject: Subject) -> None:
         """A fixed params dict (a winner's, also after a JSON round trip) replays to the same params and spec."""
@@ -346,9 +377,15 @@ class PluginConformance:
         """The transformation never mutates its spec, params or options and returns the same spec for the same input."""
 
         def check(c: Case) -> None:
-            spec, params, options = copy.deepcopy(subject.space.base), copy.deepcopy(c.params), copy.deepcopy(subject.options)
+            spec, params, options = (
+                copy.deepcopy(subject.space.base),
+                copy.deepcopy(c.params),
+                copy.deepcopy(subject.options),
+            )
             first = subject.transform(spec, params)
-            assert spec == subject.space.base, "the transformation mutated its input spec (copy it first: searchcore.spec.copy_spec)"
+            assert spec == subject.space.base, (
+                "the transformation mutated its input spec (copy it first: searchcore.spec.copy_spec)"
+            )
             assert params == c.params, "the transformation mutated its params"
             assert options == subject.options, "the transformation mutated its options"
             again = subject.transform(copy.deepcopy(subject.space.base), copy.deepcopy(c.params))
@@ -394,7 +431,12 @@ class PluginConformance:
             bad = [n for n, p in model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
             assert not bad, f"non-finite gradients in {bad[:5]}"
 
-        _each(subject.cases, check)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # a batch of 2: more threads only add overhead, and stall on a busy machine
+        try:
+            _each(subject.cases, check)
+        finally:
+            torch.set_num_threads(threads)
 
     # --- living next to others ---------------------------------------------------------------
 
@@ -410,14 +452,17 @@ class PluginConformance:
             opts = {other: host.resolve_options(other, {}, "<defaults>")}
             for d in host.dimensions(subject.space.base, opts, [other]):
                 theirs[d.name] = other
-        clashes = [f"dimension {d.name!r} (also plugin {theirs[d.name]!r})" for d in subject.space.dimensions if d.name in theirs]
+        clashes = [
+            f"dimension {d.name!r} (also plugin {theirs[d.name]!r})"
+            for d in subject.space.dimensions
+            if d.name in theirs
+        ]
         for block in subject.own_blocks():
             if block in CORE_BLOCKS:
                 clashes.append(f"block type {block!r} (a core block)")
         for block, other in _block_clashes(host, name):
             clashes.append(f"block type {block!r} (also plugin {other!r})")
         assert not clashes, "name clashes: " + "; ".join(clashes)
-
 
 
 def load_plugin(cls: type[PluginConformance]) -> tuple[ModuleType, str, PluginHost]:
@@ -453,6 +498,7 @@ def load_subject(cls: type[PluginConformance], loaded: tuple[ModuleType, str, Pl
     subject.cases = enumerate_cases(space.dimensions, seeded_samples(space, cls.seed, cls.samples), cls.max_cases)
     return subject
 
+
 def _block_clashes(host: PluginHost, name: str) -> list[tuple[str, str]]:
     """Block types this plugin registers that another loaded plugin registers too."""
     found: list[tuple[str, str]] = []
@@ -475,4 +521,15 @@ def _plain(value: Any) -> bool:
     return False
 
 
-__all__ = ["PluginConformance", "Subject", "Case", "load_plugin", "load_subject", "make_host", "import_plugin", "enumerate_cases", "seeded_samples", "value_domain"]
+__all__ = [
+    "PluginConformance",
+    "Subject",
+    "Case",
+    "load_plugin",
+    "load_subject",
+    "make_host",
+    "import_plugin",
+    "enumerate_cases",
+    "seeded_samples",
+    "value_domain",
+]
