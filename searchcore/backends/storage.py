@@ -57,14 +57,14 @@ def open_storage(url: str) -> Any:
     for prefix in ("sqlite:///", "journal:///"):  # relative paths are resolved now, as MLflow's are
         if url.startswith(prefix) and not url.startswith(prefix + "/"):
             url = prefix + str(Path(url[len(prefix) :]).resolve())
-    if kind == "journal":
-        return JournalStorage(JournalFileBackend(url[len("journal:///") :]))
     engine_kwargs: dict[str, Any] = {}
     if kind == "sqlite":
         engine_kwargs = {"connect_args": {"timeout": 120}}
     else:
         engine_kwargs = {"pool_pre_ping": True}
     try:
+        if kind == "journal":  # (a folder, or a file in a missing folder, is the user's input too)
+            return JournalStorage(JournalFileBackend(url[len("journal:///") :]))
         return optuna.storages.RDBStorage(driver_url(url), engine_kwargs=engine_kwargs)
     except Exception as e:  # a bad URL or an unreachable server is the user's input
         from searchcore.tracking import mask_url
