@@ -30,6 +30,18 @@ def add_commands(sub: Any, types: dict[str, Any]) -> None:
     sp.add_argument("--no-register", action="store_true", help="do not retrain and register the best architectures")
     sp.add_argument("--no-baseline", action="store_true", help="do not train the unimproved backbone for comparison")
     sp.add_argument("--quiet", "-q", action="store_true", help="no live progress")
+    sp.add_argument("--isolate", action="store_true", help="run each trial in a fresh process (its process group is killed on stop or prune)")
+    sp.add_argument("--deterministic", action="store_true", help="deterministic torch algorithms: same seed, same metrics, bit for bit")
+    ray = sp.add_argument_group("Ray backend (--backend ray)")
+    ray.add_argument("--backend", choices=["optuna", "ray"], default="optuna", help="optuna (default): a study and workers; ray: a Ray Tune experiment")
+    ray.add_argument("--address", help="join a running Ray cluster: auto or HOST:PORT (default: start a private local Ray on a free port)")
+    ray.add_argument("--cpus-per-trial", type=pf, help="CPUs per trial, also its torch threads (default 1)")
+    ray.add_argument("--gpus-per-trial", type=types["fraction"], help="GPUs per trial; a fraction shares one GPU (default 0)")
+    ray.add_argument("--max-concurrent", type=pi, help="most trials running at once (default: as many as the resources allow)")
+    ray.add_argument("--max-failures", type=nn, help="retries of a trial whose worker died, from its last checkpoint (default 1)")
+    ray.add_argument("--scheduler", choices=["asha", "hyperband", "none"], help="early stopping on val_accuracy (default asha)")
+    ray.add_argument("--resume", action="store_true", help="continue the interrupted Ray experiment of --name, searcher state included")
+    ray.add_argument("--ray-storage", help="folder for Ray's experiment state and checkpoints (default: ./ray_results; shared on a multi-machine cluster)")
     sp.set_defaults(func=cmd_search)
 
     sp = sub.add_parser("worker", help="join a search's study from any machine and run trials")
@@ -38,6 +50,7 @@ def add_commands(sub: Any, types: dict[str, Any]) -> None:
     sp.add_argument("--tracking-uri", help="MLflow tracking URI (default: the one the search recorded)")
     sp.add_argument("--threads", type=pi)
     sp.add_argument("--timeout", type=pf)
+    sp.add_argument("--isolate", action="store_true", help="run each trial in a fresh process")
     sp.set_defaults(func=cmd_worker)
 
     sp = sub.add_parser("best", help="list the top architectures of a search")
@@ -58,6 +71,8 @@ def add_commands(sub: Any, types: dict[str, Any]) -> None:
     sp.add_argument("--epochs", type=pi)
     sp.add_argument("--seed", type=nn)
     sp.add_argument("--tracking-uri", default=None)
+    sp.add_argument("--finetune", action="store_true", help="start a models:/ source from its registered weights instead of from scratch")
+    sp.add_argument("--save", metavar="PATH", help="write the retrained weights (a state dict) to PATH, e.g. for `searchcore export SPEC --weights PATH`")
     sp.set_defaults(func=cmd_train)
 
     sp = sub.add_parser("sync", help="write trials missing from MLflow (after an outage), exactly once")
@@ -66,13 +81,20 @@ def add_commands(sub: Any, types: dict[str, Any]) -> None:
     sp.add_argument("--tracking-uri")
     sp.set_defaults(func=cmd_sync)
 
+    from searchcore import export
+
+    export.add_command(sub, types)
+
 
 def cmd_search(args: argparse.Namespace) -> int:
     from searchcore.search_api import Settings, run_search
 
     s = Settings(trials=args.trials, epochs=args.epochs, timeout=args.timeout, sampler=args.sampler, pruner=args.pruner, seed=args.seed,
                  workers=args.workers, storage=args.storage, tracking_uri=args.tracking_uri, name=args.name, threads=args.threads,
-                 register=not args.no_register, baseline=not args.no_baseline, progress=not args.quiet)
+                 register=not args.no_register, baseline=not args.no_baseline, progress=not args.quiet,
+                 isolate=args.isolate, deterministic=args.deterministic, backend=args.backend, address=args.address,
+                 cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent,
+                 max_failures=args.max_failures, scheduler=args.scheduler, resume=args.resume or False, ray_storage=args.ray_storage)
     result = run_search(args.space, s)
     print_result(result)
     return 0
@@ -104,8 +126,10 @@ def print_result(r: Any) -> None:
     for a in r.best:
         if a.model_uri:
             print(f"registered: {a.model_uri}")
-    print(f"\nrecords: study {r.name!r} in {r.storage}; MLflow {r.tracking_uri}")
-    print(f"browse:  searchcore ui --tracking-uri {r.tracking_uri}")
+    from searchcore.tracking import mask_url
+
+    print(f"\nrecords: study {r.name!r} in {mask_url(r.storage)}; MLflow {mask_url(r.tracking_uri)}")
+    print(f"browse:  searchcore ui --tracking-uri {mask_url(r.tracking_uri)}")
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -129,11 +153,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
         raise UsageError(f"--name {args.name}: this study was not created by searchcore search")
     cfg = parse_space(probe.user_attrs[ATTR_SPACE], f"study {args.name}")
     recorded = probe.user_attrs[ATTR_CONFIG]
-    for key in ("trials", "epochs", "timeout", "sampler", "pruner", "seed", "name"):
+    for key in ("trials", "epochs", "timeout", "sampler", "pruner", "seed", "name", "train"):
         setattr(cfg, key, recorded.get(key, getattr(cfg, key)))
     host = get_host()
     set_threads(args.threads)
     runner = prepare(cfg, host, args.threads)
+    if args.isolate:
+        from searchcore.isolate import IsolatedRunner
+
+        runner = IsolatedRunner(runner)
     sampler = ob.make_sampler(cfg.sampler, cfg.seed, runner.directions, host, dimensions=runner.space.dimensions)
     pruner = ob.make_pruner(cfg.pruner, cfg.epochs, len(runner.directions) > 1)
     study = optuna.load_study(study_name=args.name, storage=storage, sampler=sampler, pruner=pruner)
@@ -194,22 +222,25 @@ def cmd_best(args: argparse.Namespace) -> int:
 def cmd_ui(args: argparse.Namespace) -> int:
     import subprocess
 
+    from searchcore.report.links import print_ui_links
     from searchcore.tracking import DEFAULT_TRACKING
 
     uri = args.tracking_uri or DEFAULT_TRACKING
-    print(f"MLflow UI for {uri} at http://{args.host}:{args.port}/#/experiments (Ctrl-C to stop)")
+    print_ui_links(uri, args.host, args.port)  # one link per search, straight to MLflow's model-training view
     return subprocess.call([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)])
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from searchcore.build import build, param_count
+    from searchcore import models
+    from searchcore.build import param_count
     from searchcore.config import load_space
+    from searchcore.fit import fit
     from searchcore.host import get_host
     from searchcore.search_api import prepare
     from searchcore.spec import encode, from_json
-    from searchcore.train import evaluate, train_model
+    from searchcore.train import evaluate
 
     host = get_host()
     cfg = load_space(args.space)
@@ -218,8 +249,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.epochs is not None:
         cfg.epochs = args.epochs
     runner = prepare(cfg, host, None)
+    init_state = None
     if args.source.startswith("models:/"):
-        spec = load_registered_spec(args.source, args.tracking_uri)
+        spec = models.lookup(args.source, args.tracking_uri).spec  # spec.json: the tag may be cut short
+        if args.finetune:
+            init_state = models.load(args.source, args.tracking_uri)[1].state_dict()
+    elif args.finetune:
+        raise UsageError("--finetune starts from a registered model's weights: give models:/NAME/VERSION")
     else:
         path = Path(args.source)
         if not path.is_file():
@@ -227,33 +263,26 @@ def cmd_train(args: argparse.Namespace) -> int:
         spec = from_json(path.read_text(), str(path))
     if list(spec["input"]) != runner.splits.input_shape:
         raise UsageError(f"{args.source}: spec input {spec['input']} does not match dataset {cfg.dataset['name']} input {runner.splits.input_shape}")
-    model = build(spec, host.blocks(), seed=cfg.seed)
-    result = train_model(model, runner.splits, runner.train_config())
+    fitted = fit(spec, host, runner.splits, runner.train_config(), runner.space.options, final=True, init_state=init_state)
+    model, result = fitted.model, fitted.result
     test = evaluate(model, runner.splits.test_x, runner.splits.test_y)
     print(f"architecture: {encode(spec)}")
     print(f"params: {param_count(model):,}  epochs: {cfg.epochs}  val accuracy: {result.val_accuracy:.4f}  test accuracy: {test:.4f}")
+    if fitted.metrics:
+        print("plugins: " + "  ".join(f"{k}: {v:.4g}" for k, v in sorted(fitted.metrics.items())))
+    if args.save:
+        import torch
+
+        torch.save(model.state_dict(), args.save)
+        print(f"weights: {args.save}")
     return 0
 
 
 def load_registered_spec(uri: str, tracking_uri: str | None) -> dict:
-    """The spec stored with a registered model (``models:/NAME/VERSION``)."""
-    from mlflow.tracking import MlflowClient
+    """The spec stored with a registered model (``models:/NAME/VERSION``): its run's spec.json, else its tag."""
+    from searchcore.models import lookup
 
-    from searchcore.spec import decode
-    from searchcore.tracking import DEFAULT_TRACKING, TAG_SPEC
-
-    parts = uri[len("models:/") :].split("/")
-    if len(parts) != 2:
-        raise UsageError(f"{uri}: expected models:/NAME/VERSION")
-    client = MlflowClient(tracking_uri=tracking_uri or DEFAULT_TRACKING, registry_uri=tracking_uri or DEFAULT_TRACKING)
-    try:
-        mv = client.get_model_version(parts[0], parts[1])
-    except Exception:
-        raise UsageError(f"{uri}: no such registered model version") from None
-    spec = (mv.tags or {}).get(TAG_SPEC)
-    if not spec:
-        raise UsageError(f"{uri}: this model version carries no searchcore spec")
-    return decode(spec)
+    return lookup(uri, tracking_uri).spec
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
@@ -264,5 +293,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     study, _ = _storage_for(args.name, args.storage)
     uri = args.tracking_uri or study.user_attrs.get(ATTR_TRACKING) or DEFAULT_TRACKING
     written = sync_study(study, uri, study.user_attrs.get(ATTR_PARENT))
-    print(f"sync: wrote {written} missing trial runs to MLflow {uri}")
+    from searchcore.tracking import mask_url
+
+    print(f"sync: wrote {written} missing trial runs to MLflow {mask_url(uri)}")
     return 0

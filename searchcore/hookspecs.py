@@ -141,3 +141,30 @@ def searchcore_evaluators(register: Callable[..., None]) -> None:
     instead of training it. ``evaluator(spec, config, report)`` returns a dict of metrics and
     calls ``report(epoch, metrics)`` for intermediate values.
     """
+
+
+# --- training phase ---------------------------------------------------------------------
+
+
+@hookspec
+def searchcore_training(model: Any, spec: dict, options: dict[str, Any], context: Any) -> dict | None:
+    """Change how a freshly built model is trained: distillation, pruning, records.
+
+    Called for every model searchcore trains from a spec (a trial, a retrained winner, the
+    baseline, ``searchcore train``), once per loaded plugin that implements it, in plugin-name
+    order, after the build and before the first epoch. What to do is read from the spec (the
+    plugin's own blocks in it), never from sampled params, so the same spec retrains the same
+    way; a plugin whose blocks are absent returns None.
+
+    :param model: the built ``torch.nn.Module``, untrained (weights a pretrained block loaded
+        are already in it).
+    :param spec: the architecture spec it was built from (read-only).
+    :param options: this plugin's options from the space file (defaults when it is not enabled).
+    :param context: a :class:`searchcore.fit.TrainingContext`: the data splits, the train
+        config, ``train(model, epochs)`` to fine-tune, ``evaluate(model)``, and ``metrics``, a
+        dict whose entries (``teacher_val_accuracy``, ``sparsity`` ...) join the trial's record.
+    :return: None, or a dict with ``loss_fn`` (``loss_fn(logits, targets, inputs)`` replaces
+        cross-entropy; at most one plugin may set it for a spec) and/or ``after``
+        (``after(model, context)``, run once after training, e.g. to prune and fine-tune). An
+        exception fails only this trial, with the message as its reason.
+    """

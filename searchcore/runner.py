@@ -64,6 +64,7 @@ class TrialRunner:
 
             raise SpaceFileError(cfg.source, "search.evaluator", f"unknown evaluator {cfg.evaluator!r}; available: train, {', '.join(sorted(evaluators))}")
         self.evaluator = evaluators.get(cfg.evaluator)
+        gc.freeze()  # imports, plugins and data stay for the worker's life: trials' collections skip them (release_memory)
 
     @property
     def directions(self) -> list[str]:
@@ -84,7 +85,7 @@ class TrialRunner:
         try:
             spec, params = self.space.to_spec(trial)
             out.params, out.spec = params, spec
-            out.metrics, out.history = self.evaluate(spec, report)
+            out.metrics = self.evaluate(spec, report, out.history)
             out.values = [float(out.metrics[n]) for n in self.names]
         except Pruned as e:
             out.state, out.reason = PRUNED, str(e) or "pruned"
@@ -98,22 +99,23 @@ class TrialRunner:
             release_memory()
         return out
 
-    def evaluate(self, spec: dict, report: Callable[[int, dict[str, float]], None]) -> tuple[dict[str, float], list[dict]]:
-        history: list[dict[str, float]] = []
+    def evaluate(self, spec: dict, report: Callable[[int, dict[str, float]], None], history: list[dict[str, float]]) -> dict[str, float]:
+        """Train (or look up) ``spec``; each epoch's metrics are appended to ``history`` before
+        ``report`` runs, so a pruned trial keeps its learning curve."""
 
         def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
             history.append({"epoch": epoch, **metrics})
             report(epoch, metrics)
 
         if self.evaluator is not None:
-            metrics = dict(self.evaluator(spec=spec, config=self.cfg, report=on_epoch))
-            return metrics, history
-        from searchcore.build import build
+            return dict(self.evaluator(spec=spec, config=self.cfg, report=on_epoch))
+        from searchcore.fit import fit
         from searchcore.objectives import ObjectiveContext
-        from searchcore.train import train_model
 
-        model = build(spec, self.host.blocks(), seed=self.cfg.seed)
-        result = train_model(model, self.splits, self.train_config(), report=on_epoch)
+        # build, plugins' training plans (distillation loss, pruning + fine-tuning), train
+        fitted = fit(spec, self.host, self.splits, self.train_config(), self.space.options, report=on_epoch)
+        model, result = fitted.model, fitted.result
+        history.extend(fitted.history)  # epochs after the main run (fine-tuning), not reported to the pruner
         metrics: dict[str, float] = {"val_accuracy": result.val_accuracy, "best_val_accuracy": result.best_val_accuracy}
         ctx = ObjectiveContext(model=model, splits=self.splits, result=result, spec=spec, options={}, device=None)
         for obj in self.objectives:
@@ -121,8 +123,10 @@ class TrialRunner:
             metrics[obj.name] = float(obj.fn(ctx))
         if "params" not in metrics:
             metrics["params"] = float(sum(p.numel() for p in model.parameters()))
-        del model, ctx, result
-        return metrics, history
+        for key, value in fitted.metrics.items():  # plugins' records (teacher_val_accuracy, sparsity ...)
+            metrics.setdefault(key, value)
+        del model, ctx, result, fitted
+        return metrics
 
 
 def failure_reason(e: BaseException) -> str:
@@ -135,9 +139,25 @@ def failure_reason(e: BaseException) -> str:
     return f"{type(e).__name__}: {text}"[:500]
 
 
+FULL_COLLECTION_EVERY = 50  # trials between collections that also walk the long-lived (frozen) objects
+_released = 0
+
+
 def release_memory() -> None:
-    """Drop what a finished trial left behind: Python garbage and, on a GPU, cached blocks."""
+    """Drop what a finished trial left behind: Python garbage and, on a GPU, cached blocks.
+
+    A full collection walks every tracked object, and a worker that imported torch, Optuna and
+    MLflow holds about half a million: ~0.25 s of CPU, 40% of a small trial (benchmarks/RESULTS.md).
+    So the survivors of each collection are frozen (``gc.freeze``) and the next one walks only what
+    the trials created since; every ``FULL_COLLECTION_EVERY`` trials they are unfrozen first, so
+    cycles among once-long-lived objects are still freed. Every trial's own garbage is collected.
+    """
+    global _released
+    _released += 1
+    if _released % FULL_COLLECTION_EVERY == 0:
+        gc.unfreeze()
     gc.collect()
+    gc.freeze()
     try:
         import torch
 

@@ -8,6 +8,7 @@ architectures retrained, tested and registered.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -104,6 +105,17 @@ def apply_settings(cfg: Any, s: Settings) -> Any:
     return cfg
 
 
+_NAME = re.compile(r"\w([\w.\- ]{0,98}[\w.\-])?")
+
+
+def check_name(name: str, source: str) -> str:
+    """A search name is an Optuna study, an MLflow experiment, a registered model and a value in
+    MLflow filter strings: letters, digits, '_', '.', '-' and inner spaces, so none of them breaks."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise UsageError(f"{source}: {name!r} is not a valid search name; use up to 100 letters, digits, '_', '.', '-' or inner spaces")
+    return name
+
+
 def search(space: str | Path | None = None, **kwargs: Any) -> SearchResult:
     """Run (or resume) a search. Keyword arguments are :class:`Settings` fields."""
     unknown = set(kwargs) - set(Settings.__dataclass_fields__)
@@ -142,7 +154,7 @@ def run_search(space_file: str | Path | None, s: Settings) -> SearchResult:
         cfg.train = {**cfg.train, "deterministic": True}
     if s.workers < 1:
         raise UsageError(f"--workers: expected a positive integer, got {s.workers}")
-    name = s.name or cfg.name or "searchcore"
+    name = check_name(s.name or cfg.name or "searchcore", "--name" if s.name else f"{cfg.source}: name")
     cfg.name = name
     host = get_host()
     threads = s.threads or max(1, (os.cpu_count() or 1) // s.workers)

@@ -84,7 +84,15 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         self.uri = tracking_uri = absolute_uri(tracking_uri)
-        self.client = MlflowClient(tracking_uri=tracking_uri)
+        # the registry is this store too: left unset, MlflowClient takes the process-wide registry URI,
+        # which an earlier log_model in this process pointed at another store
+        try:
+            self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        except Exception as e:  # an unsupported URI (a bare path, an unknown scheme) is the user's input
+            from searchcore.errors import UsageError
+
+            raise UsageError(f"tracking URI {mask_url(tracking_uri)}: MLflow cannot use it ({type(e).__name__}: "
+                             f"{' '.join(str(e).split())[:200]}); use sqlite:///FILE or http://HOST:PORT") from None
         self.experiment_name = experiment
         self._experiment_id: str | None = None
         self._queue: queue.Queue = queue.Queue()
