@@ -27,6 +27,12 @@ test: $(STAMP)
 	$(BIN)/ruff check searchcore plugins spaces tests examples benchmarks
 	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15
 
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run --out benchmarks/results.json --md benchmarks/RESULTS.md
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m benchmarks.run --quick --out benchmarks/results-quick.json --md benchmarks/RESULTS-quick.md
+
 lint: $(STAMP)
 	$(BIN)/ruff check searchcore plugins spaces tests examples benchmarks
 

