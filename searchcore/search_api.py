@@ -170,7 +170,8 @@ def run_search(space_file: str | Path | None, s: Settings) -> SearchResult:
     source = f"{cfg.source}: search.sampler" if s.sampler is None else "--sampler"
     dims = runner.space.dimensions
     first = ob.make_sampler(cfg.sampler, cfg.seed, directions, host, source=source, dimensions=dims)  # a bad name fails before anything is created
-    pruner = ob.make_pruner(cfg.pruner, cfg.epochs, len(directions) > 1)
+    # a strategy may come as a sampler with its own pruner (multi-fidelity evolution screens, then promotes)
+    pruner = getattr(first, "pruner", None) or ob.make_pruner(cfg.pruner, cfg.epochs, len(directions) > 1)
     study = ob.create_or_load(name, storage_url, directions, first, pruner)
     # A resumed search or another worker must not replay the same seeded sequence: offset the seed.
     study.sampler = ob.make_sampler(cfg.sampler, ob.worker_seed(cfg.seed, study, 0), directions, host, dimensions=dims)

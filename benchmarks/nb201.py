@@ -1,0 +1,320 @@
+"""NAS-Bench-201 (CIFAR-10): how good an architecture each search strategy finds for a given query budget.
+
+Every search is a plain in-memory Optuna study over the ``nasbench201`` plugin's six dimensions,
+scored by the plugin's table evaluator exactly as searchcore would call it. What a strategy sees
+is what it pays for: a full lookup (the 200-epoch validation accuracy) costs 1 query; a strategy
+with a pruner also sees the 12-epoch score, reported first, which costs 12/200 of a query, also
+when the trial then goes on to the full lookup. Strategies without a pruner never see that score
+and are not charged for it. A search stops before the lookup that would overrun the budget (a
+trial promoted without budget left is stopped at the screening step). The result of a search is
+the CIFAR-10 test accuracy of the architecture with the best validation accuracy it evaluated in
+full; no strategy ever chooses by test accuracy.
+
+No strategy knows the budget, so one run to the largest budget gives every smaller budget's result
+exactly: the best full evaluation finished before the spent budget first passed it (the trial that
+would have overrun is the only one that differs, and it would not have counted).
+
+``python -m benchmarks.nb201 [--quick] [--seeds N] [--json PATH]``; as a section of
+``benchmarks.run``: ``run(size, workdir, log)``. The table is not part of the repository: give it
+with ``--table`` or ``$SEARCHCORE_NB201_TABLE``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import optuna
+from searchcore_plugins import nasbench201 as nb
+
+from benchmarks import Log, Section, Table, Target, machine, pick, write_json
+from searchcore.space import sample
+from searchcore.strategies import EvolutionSampler, multi_fidelity_evolution, multi_fidelity_tpe
+
+SHARED_TABLE = "/work/shared/data/nas-bench-201/cifar10.csv"
+LOW_COST = nb.LOW_FIDELITY_EPOCHS / nb.FULL_EPOCHS
+FULL_COST = 1.0
+EPS = 1e-9
+DEFAULT = "mf-evolution"
+PEER = "tpe"
+TARGETS = {50: 94.20, 100: 94.30}  # mean test accuracy (%) over the seeds
+REFERENCES = "optimum 94.37; REA 93.92 +- 0.30 and random 93.70 +- 0.36 (NAS-Bench-201 paper)"
+
+# name -> factory(seed) -> (sampler, pruner or None)
+Strategy = Callable[[int], tuple[optuna.samplers.BaseSampler, Any]]
+STRATEGIES: dict[str, Strategy] = {
+    "random": lambda seed: (optuna.samplers.RandomSampler(seed=seed), None),
+    "tpe": lambda seed: (optuna.samplers.TPESampler(seed=seed), None),
+    "evolution": lambda seed: (EvolutionSampler(seed=seed), None),
+    "mf-tpe": lambda seed: multi_fidelity_tpe(seed=seed),
+    "mf-evolution": lambda seed: multi_fidelity_evolution(seed=seed),
+}
+DESCRIPTIONS = {
+    "random": "Optuna RandomSampler",
+    "tpe": "Optuna TPESampler, defaults (the peer)",
+    "evolution": "regularised evolution, P=20, S=5, no repeats",
+    "mf-tpe": "multivariate TPE, no repeats + promotion pruner (top 1/16 at 12 epochs)",
+    "mf-evolution": "evolution + promotion pruner (top 1/16 at 12 epochs): the default",
+}
+PRESETS = {
+    "smoke": {"seeds": 2, "budgets": [3, 6]},
+    "quick": {"seeds": 5, "budgets": [50, 100]},
+    "full": {"seeds": 30, "budgets": [50, 100]},
+}
+
+
+def bkey(budget: float) -> str:
+    """A budget as a JSON key: ``50``, ``12.5``."""
+    return f"{budget:g}"
+
+
+def table_path(given: str | None = None) -> Path | None:
+    """``--table``, else ``$SEARCHCORE_NB201_TABLE``, else the shared data folder; None when none exists."""
+    for candidate in (given, os.environ.get(nb.TABLE_ENV), SHARED_TABLE):
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
+    return None
+
+
+class Ledger:
+    """The budget of one search: charges each lookup a strategy sees and refuses one that would overrun."""
+
+    def __init__(self, budget: float) -> None:
+        self.budget, self.spent, self.low, self.full = budget, 0.0, 0, 0
+
+    def can(self, cost: float) -> bool:
+        return self.spent + cost <= self.budget + EPS
+
+    def charge(self, cost: float) -> None:
+        self.spent += cost
+        if cost == LOW_COST:
+            self.low += 1
+        else:
+            self.full += 1
+
+
+def search(strategy: str, seed: int, budgets: list[float], table: str | Path) -> dict[str, Any]:
+    """One seeded search up to the largest budget; the result at every budget in ``budgets``."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    sampler, pruner = STRATEGIES[strategy](seed)
+    study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner or optuna.pruners.NopPruner())
+    base = nb.backbone([3, 32, 32], 10, {})
+    dims = nb.searchcore_dimensions(base=base, options={})
+    config = {"plugins": {nb.PLUGIN: {"table": str(table)}}}
+    top = max(budgets)
+    ledger = Ledger(top)
+    screened = pruner is not None
+    history: list[tuple[float, float, float]] = []  # (spent after a full lookup, valid, test)
+    t0 = time.perf_counter()
+    while ledger.can(LOW_COST if screened else FULL_COST):
+        trial = study.ask()
+        params = sample(trial, dims)
+        spec = nb.searchcore_transform(spec=base, params=params)
+
+        def report(epoch: int, metrics: dict[str, float], _trial: optuna.Trial = trial) -> None:
+            if not screened:
+                return  # the strategy never sees the 12-epoch score: not charged
+            ledger.charge(LOW_COST)
+            _trial.report(metrics["val_accuracy"], epoch)
+            if _trial.should_prune() or not ledger.can(FULL_COST):
+                raise optuna.TrialPruned()
+
+        try:
+            result = nb.evaluate(spec, config, report)
+        except optuna.TrialPruned:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            continue
+        ledger.charge(FULL_COST)
+        study.tell(trial, result["val_accuracy"])
+        history.append((ledger.spent, result["val_accuracy"], result["test_accuracy"]))
+    seconds = time.perf_counter() - t0
+    trials = study.get_trials(deepcopy=False)
+    out: dict[str, Any] = {
+        "strategy": strategy,
+        "seed": seed,
+        "seconds": seconds,
+        "trials": len(trials),
+        "screened": ledger.low,
+        "full": ledger.full,
+        "spent": ledger.spent,
+        "budgets": {},
+    }
+    for b in budgets:
+        done = [h for h in history if h[0] <= b + EPS]
+        best = max(done, key=lambda h: h[1]) if done else None
+        out["budgets"][bkey(b)] = {
+            "test": None if best is None else 100 * best[2],
+            "valid": None if best is None else 100 * best[1],
+            "full": len(done),
+        }
+    return out
+
+
+def _job(args: tuple[str, int, list[float], str]) -> dict[str, Any]:
+    return search(*args)
+
+
+def run_all(
+    strategies: list[str], seeds: list[int], budgets: list[float], table: Path, jobs: int, log: Log
+) -> dict[str, Any]:
+    """Every strategy x seed, ``jobs`` processes; per strategy and budget: mean, std, standard error."""
+    nb.load_table(table)  # parsed once, before the workers fork
+    work = [(s, seed, budgets, str(table)) for s in strategies for seed in seeds]
+    t0 = time.perf_counter()
+    if jobs > 1:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            runs = list(pool.map(_job, work, chunksize=1))
+    else:
+        runs = [_job(w) for w in work]
+    wall = time.perf_counter() - t0
+    summary: dict[str, Any] = {}
+    for s in strategies:
+        mine = [r for r in runs if r["strategy"] == s]
+        row: dict[str, Any] = {"search_seconds": sum(r["seconds"] for r in mine), "budgets": {}}
+        for b in budgets:
+            tests = [r["budgets"][bkey(b)]["test"] for r in mine]
+            got = [t for t in tests if t is not None]
+            mean = statistics.fmean(got) if got else math.nan
+            std = statistics.pstdev(got) if len(got) > 1 else 0.0
+            row["budgets"][bkey(b)] = {
+                "mean": mean,
+                "std": std,
+                "sem": std / math.sqrt(len(got)) if got else math.nan,
+                "n": len(got),
+                "none_found": len(tests) - len(got),
+                "tests": tests,
+                "full_evaluations": statistics.fmean(r["budgets"][bkey(b)]["full"] for r in mine),
+            }
+        row["trials"] = statistics.fmean(r["trials"] for r in mine)
+        row["screened"] = statistics.fmean(r["screened"] for r in mine)
+        summary[s] = row
+        log(
+            f"  nb201: {s:13s} "
+            + "  ".join(f"{b:g}q {row['budgets'][bkey(b)]['mean']:.2f}" for b in budgets)
+            + f"  ({row['search_seconds']:.0f} s of searching)"
+        )
+    return {"summary": summary, "runs": runs, "wall_seconds": wall, "seeds": seeds, "budgets": budgets, "jobs": jobs}
+
+
+def tables(data: dict[str, Any]) -> tuple[Table, list[Target]]:
+    budgets = data["budgets"]
+    rows = []
+    for s, row in data["summary"].items():
+        cells = [f"{row['budgets'][bkey(b)]['mean']:.2f} ± {row['budgets'][bkey(b)]['std']:.2f}" for b in budgets]
+        top = bkey(budgets[-1])
+        rows.append(
+            [
+                s,
+                *cells,
+                f"{row['budgets'][top]['full_evaluations']:.1f}",
+                f"{row['trials']:.0f}",
+                f"{row['search_seconds']:.0f}",
+                DESCRIPTIONS.get(s, ""),
+            ]
+        )
+    n = len(data["seeds"])
+    table = Table(
+        f"NAS-Bench-201 CIFAR-10: test accuracy (%) of the chosen cell, mean ± std over {n} seeds",
+        [
+            "strategy",
+            *[f"{b:g} queries" for b in budgets],
+            f"full lookups @{budgets[-1]:g}",
+            f"trials @{budgets[-1]:g}",
+            "search s (sum)",
+            "what",
+        ],
+        rows,
+        "Chosen by 200-epoch validation accuracy; a full lookup costs 1 query, a 12-epoch one 12/200. "
+        f"References: {REFERENCES}. "
+        f"Wall time {data['wall_seconds']:.0f} s on {data['jobs']} processes.",
+    )
+    targets = []
+    summary = data["summary"]
+    for b, goal in TARGETS.items():
+        if bkey(b) not in summary.get(DEFAULT, {}).get("budgets", {}):
+            continue
+        mine = summary[DEFAULT]["budgets"][bkey(b)]
+        peer = summary.get(PEER, {}).get("budgets", {}).get(bkey(b))
+        ahead = peer is None or mine["mean"] > peer["mean"]
+        measured = f"{mine['mean']:.2f} ± {mine['sem']:.2f} (sem)" + (
+            "" if peer is None else f"; TPE {peer['mean']:.2f}"
+        )
+        targets.append(
+            Target(
+                f"NAS-Bench-201 at {b} queries ({DEFAULT})",
+                f">= {goal:.2f} and ahead of TPE",
+                measured,
+                mine["mean"] >= goal and ahead,
+            )
+        )
+    return table, targets
+
+
+def run(size: str, workdir: Path, log: Log) -> Section:
+    """The section for ``benchmarks.run``; without the table it says so and measures nothing."""
+    preset = pick(size, PRESETS)
+    section = Section("nb201", "NAS-Bench-201 search quality per query budget", size)
+    table = table_path()
+    if table is None:
+        why = f"skipped: no NAS-Bench-201 table (set ${nb.TABLE_ENV} to its cifar10.csv)"
+        section.notes.append(why)
+        section.tables.append(Table(section.title, ["status"], [[why]]))
+        return section
+    data = run_all(
+        list(STRATEGIES), list(range(preset["seeds"])), preset["budgets"], table, min(2, os.cpu_count() or 1), log
+    )
+    t, targets = tables(data)
+    section.tables.append(t)
+    section.targets.extend(targets if size != "smoke" else [])
+    section.data = {k: v for k, v in data.items() if k != "runs"}
+    section.seconds = data["wall_seconds"]
+    return section
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.nb201", description=__doc__.splitlines()[0])
+    p.add_argument("--table", help=f"the CIFAR-10 table (default ${nb.TABLE_ENV})")
+    p.add_argument("--seeds", type=int, help="seeds per strategy (default 30; 5 with --quick)")
+    p.add_argument("--seed-offset", type=int, default=0, help="first seed (tune on other seeds than you report)")
+    p.add_argument("--budgets", type=float, nargs="+", default=[50, 100], help="query budgets (default 50 100)")
+    p.add_argument("--strategies", nargs="+", choices=list(STRATEGIES), default=list(STRATEGIES))
+    p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="processes (default 2)")
+    p.add_argument("--quick", action="store_true", help="5 seeds: a check that it runs, not figures to quote")
+    p.add_argument("--json", "--out", dest="json", help="write the results here")
+    a = p.parse_args(argv)
+    table = table_path(a.table)
+    if table is None:
+        print(f"no NAS-Bench-201 table: give --table or ${nb.TABLE_ENV}", file=sys.stderr)
+        return 2
+    seeds = a.seeds or (5 if a.quick else 30)
+    data = run_all(
+        a.strategies,
+        list(range(a.seed_offset, a.seed_offset + seeds)),
+        sorted(a.budgets),
+        table,
+        a.jobs,
+        lambda m: print(m, file=sys.stderr, flush=True),
+    )
+    t, targets = tables(data)
+    print(t.text())
+    for target in targets:
+        print(f"target {target.name}: {target.goal}: {target.measured} -> {target.verdict}")
+    if a.json:
+        write_json(
+            Path(a.json), {"machine": machine(), "table": str(table), **data, "targets": [vars(x) for x in targets]}
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,470 @@
+"""Search strategies for any Optuna search space: regularised evolution and a multi-fidelity promotion rule.
+
+Why they exist next to Optuna's own samplers:
+
+* TPE and random search re-propose configurations they already evaluated; on a small categorical
+  space (NAS-Bench-201: 6 edges x 5 ops) a converged TPE spends most of its budget on repeats.
+  :class:`EvolutionSampler` never proposes a configuration the study has already seen.
+* A cheap early score (a few epochs, a 12-epoch table entry) ranks candidates well enough to
+  screen many of them for the price of one full training. :class:`PromotionPruner` lets only the
+  best ``1/eta`` of the trials at the screening step go on to full training; the sampler
+  ranks every trial, screened or finished, so screening steers where it looks next.
+
+Both read everything from the study's trials (no hidden state other than caches of finished
+trials), so they work with any storage, several workers and a resumed study.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution
+from optuna.pruners import BasePruner
+from optuna.samplers import BaseSampler, RandomSampler
+from optuna.search_space import IntersectionSearchSpace
+from optuna.study import Study, StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+Key = tuple[float, ...]
+
+__all__ = [
+    "EvolutionSampler",
+    "NoRepeatSampler",
+    "PromotionPruner",
+    "SeenIndex",
+    "fitness_key",
+    "multi_fidelity_evolution",
+    "multi_fidelity_tpe",
+    "param_key",
+    "rung_value",
+]
+
+
+# --- ranking trials ---------------------------------------------------------------------------
+
+
+def _signs(study: Study) -> list[float]:
+    return [1.0 if d == StudyDirection.MAXIMIZE else -1.0 for d in study.directions]
+
+
+def _finite(v: float | None) -> float:
+    return -math.inf if v is None or math.isnan(v) else v
+
+
+def rung_value(trial: FrozenTrial, rung_step: int | None) -> tuple[int, float] | None:
+    """``(step, value)`` of the first intermediate report at or after ``rung_step`` (the first report when None)."""
+    steps = sorted(s for s in trial.intermediate_values if rung_step is None or s >= rung_step)
+    if not steps:
+        return None
+    return steps[0], trial.intermediate_values[steps[0]]
+
+
+def fitness_key(trial: FrozenTrial, signs: Sequence[float]) -> Key | None:
+    """A single-objective sort key, larger is better, comparable across fidelities.
+
+    Finished trials outrank stopped ones; among stopped trials the one that got further wins, then
+    its last reported value: the order Optuna's TPE uses, so a screened trial and a fully trained one
+    can meet in one tournament without mixing the scales of their scores.
+    """
+    sign = signs[0]
+    if trial.state == TrialState.COMPLETE and trial.values is not None:
+        return (2.0, 0.0, sign * _finite(trial.values[0]))
+    if trial.intermediate_values:
+        step = max(trial.intermediate_values)
+        return (1.0, float(step), sign * _finite(trial.intermediate_values[step]))
+    return None
+
+
+def param_key(params: dict[str, Any], names: Sequence[str]) -> tuple:
+    """Hashable identity of a configuration over ``names`` (floats rounded to 12 digits)."""
+    return tuple(round(v, 12) if isinstance(v, float) else v for v in (params.get(n) for n in names))
+
+
+def _compatible(dist: BaseDistribution, value: Any) -> bool:
+    """Whether ``value`` is a legal value of ``dist`` (a parent's value may not fit a child's distribution)."""
+    if isinstance(dist, CategoricalDistribution):
+        return any(type(value) is type(c) and value == c for c in dist.choices)
+    low, high = getattr(dist, "low", None), getattr(dist, "high", None)
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and low is not None and low <= value <= high
+
+
+def _dominates(a: Sequence[float], b: Sequence[float]) -> bool:
+    return all(x >= y for x, y in zip(a, b)) and any(x > y for x, y in zip(a, b))
+
+
+# --- never the same configuration twice ---------------------------------------------------------
+
+
+class SeenIndex:
+    """The configurations a study already holds (any state), over a given set of parameter names.
+
+    Finished trials never change, so their keys are kept between calls; running ones are read afresh.
+    Only trials with exactly those parameters count, so a conditional space is never over-deduplicated.
+    """
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple, tuple[set[int], set[tuple]]] = {}
+
+    def keys(self, study: Study, trial: FrozenTrial, names: Sequence[str]) -> set[tuple]:
+        names = list(names)
+        wanted = set(names)
+        done, keys = self._cache.setdefault((id(study._storage), study._study_id, tuple(names)), (set(), set()))
+        running = set()
+        for t in study.get_trials(deepcopy=False):
+            if t._trial_id in done or t.number == trial.number:
+                continue
+            if t.state.is_finished():
+                done.add(t._trial_id)
+                if set(t.params) == wanted:
+                    keys.add(param_key(t.params, names))
+            elif set(t.params) == wanted:
+                running.add(param_key(t.params, names))
+        return keys | running if running else keys
+
+
+def _mutate_value(
+    rng: random.Random,
+    fallback: RandomSampler,
+    study: Study,
+    trial: FrozenTrial,
+    name: str,
+    dist: BaseDistribution,
+    value: Any,
+) -> Any:
+    """Another value of ``dist``: a different choice, or a fresh uniform draw for a number."""
+    if isinstance(dist, CategoricalDistribution):
+        others = [c for c in dist.choices if c != value]
+        return rng.choice(others) if others else value
+    new = value
+    for _ in range(8):
+        new = fallback.sample_independent(study, trial, name, dist)
+        if new != value:
+            break
+    return new
+
+
+def _novel(
+    start: dict[str, Any],
+    names: list[str],
+    mutable: list[str],
+    seen: set[tuple],
+    rng: random.Random,
+    mutate: Callable[[str, Any], Any],
+    max_attempts: int,
+    force: bool,
+) -> tuple[dict[str, Any], str | None]:
+    """Mutate ``start`` until its key over ``names`` is not in ``seen``; one parameter first, one more every 16 tries.
+
+    With ``force`` at least one parameter always changes (an evolution child differs from its
+    parent). A mutable parameter not in ``names`` (a conditional one) is returned as the second
+    item, for the caller to change when the trial asks for it. After ``max_attempts`` the last
+    candidate is returned even if it repeats.
+    """
+    candidate: dict[str, Any] = dict(start)
+    extra = None
+    if not force and param_key(start, names) not in seen:
+        return candidate, None
+    for attempt in range(max(1, max_attempts)):
+        candidate, extra = dict(start), None
+        for name in rng.sample(mutable, min(len(mutable), 1 + attempt // 16)):
+            if name in start:
+                candidate[name] = mutate(name, candidate[name])
+            else:
+                extra = name
+        if extra is not None or param_key(candidate, names) not in seen:
+            break
+    return candidate, extra
+
+
+class NoRepeatSampler(BaseSampler):
+    """Wraps any sampler so that its joint proposals never repeat a configuration the study already holds.
+
+    A repeat is moved to the nearest unseen configuration by changing one parameter at a time
+    (:func:`_novel`), instead of asking the wrapped sampler again, which is costly for TPE and
+    usually gives the same answer once it has converged. Parameters of the relative search space
+    that the wrapped sampler leaves to independent sampling (TPE's random start-up trials) are
+    drawn uniformly here so they can be checked too; the rest is passed through.
+    """
+
+    def __init__(self, sampler: BaseSampler, seed: int | None = None, max_attempts: int = 64) -> None:
+        self.sampler = sampler
+        self.max_attempts = max_attempts
+        self._rng = random.Random(seed)
+        self._random = RandomSampler(seed=None if seed is None else seed + 2)
+        self._seen = SeenIndex()
+
+    def __str__(self) -> str:
+        return f"NoRepeat({self.sampler})"
+
+    def reseed_rng(self) -> None:
+        self.sampler.reseed_rng()
+        self._rng = random.Random()
+        self._random.reseed_rng()
+
+    def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        return self.sampler.infer_relative_search_space(study, trial)
+
+    def sample_relative(
+        self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        proposal = dict(self.sampler.sample_relative(study, trial, search_space))
+        names = sorted(search_space)
+        if not names:
+            return proposal
+        for name in names:  # left to independent sampling (TPE's random start-up): drawn here, so it can be checked
+            if name not in proposal:
+                proposal[name] = self._random.sample_independent(study, trial, name, search_space[name])
+        mutable = [n for n in names if not search_space[n].single()]
+
+        def mutate(name: str, value: Any) -> Any:
+            return _mutate_value(self._rng, self._random, study, trial, name, search_space[name], value)
+
+        seen = self._seen.keys(study, trial, names)
+        return _novel(proposal, names, mutable, seen, self._rng, mutate, self.max_attempts, force=False)[0]
+
+    def sample_independent(
+        self, study: Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
+    ) -> Any:
+        return self.sampler.sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study: Study, trial: FrozenTrial) -> None:
+        self.sampler.before_trial(study, trial)
+
+    def after_trial(self, study: Study, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None) -> None:
+        self.sampler.after_trial(study, trial, state, values)
+
+
+# --- regularised evolution --------------------------------------------------------------------
+
+
+class EvolutionSampler(BaseSampler):
+    """Regularised (ageing) evolution (Real et al. 2019, "Regularized Evolution for Image Classifier ...").
+
+    The population is the ``population_size`` most recent scored trials; a child copies the best
+    of ``tournament_size`` of them and mutates one parameter (a categorical one moves to another
+    choice, a numeric one is redrawn uniformly). Ageing keeps the search moving instead of
+    polishing one early winner. The first ``population_size`` trials are random.
+
+    Trials are ranked by :func:`fitness_key`, so pruned trials take part by their last reported
+    value; with several objectives a tournament's winner is one no other entrant dominates.
+    With ``avoid_duplicates`` a child that repeats a configuration the study already holds is
+    mutated again (one more parameter every 16 attempts), because re-evaluating it costs budget
+    and, on a deterministic benchmark, gives nothing new.
+
+    Parameters outside the relative search space (those that exist only under a condition) are
+    inherited from the parent when it has them, else drawn at random, so conditional spaces work.
+    """
+
+    def __init__(
+        self,
+        population_size: int = 20,
+        tournament_size: int = 5,
+        seed: int | None = None,
+        avoid_duplicates: bool = True,
+        max_attempts: int = 64,
+    ) -> None:
+        if population_size < 1 or not 1 <= tournament_size <= population_size:
+            raise ValueError("need population_size >= 1 and 1 <= tournament_size <= population_size")
+        self.population_size = population_size
+        self.tournament_size = tournament_size
+        self.avoid_duplicates = avoid_duplicates
+        self.max_attempts = max_attempts
+        self._rng = random.Random(seed)
+        self._random = RandomSampler(seed=None if seed is None else seed + 1)
+        self._spaces: dict[tuple[int, int], IntersectionSearchSpace] = {}
+        self._keys: dict[tuple[int, int, int], Any] = {}  # finished trials' fitness, by (storage, study, trial id)
+        self._parents: dict[tuple[int, int, int], tuple[dict[str, Any], str | None]] = {}
+        self._seen = SeenIndex()
+        self._scored_cache: dict[tuple[int, int], tuple[set[int], list[FrozenTrial]]] = {}
+
+    def reseed_rng(self) -> None:
+        self._rng = random.Random()
+        self._random.reseed_rng()
+
+    # -- Optuna's sampler protocol --
+
+    def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        ident = (id(study._storage), study._study_id)
+        if ident not in self._spaces:
+            self._spaces[ident] = IntersectionSearchSpace(include_pruned=True)
+        space = self._spaces[ident].calculate(study)
+        return {name: dist for name, dist in sorted(space.items()) if not dist.single()}
+
+    def sample_relative(
+        self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        if not search_space:
+            return {}
+        scored = self._scored(study)
+        if len(scored) < self.population_size:
+            return {}
+        population = scored[-self.population_size :]
+        entrants = self._rng.sample(population, self.tournament_size)
+        parent = self._winner(entrants, study)
+        names = sorted(search_space)
+        child = {n: parent.params[n] for n in names if n in parent.params}
+        missing = [n for n in names if n not in child]
+        for n in missing:  # the parent lacked it (a conditional parameter): draw it
+            child[n] = self._random.sample_independent(study, trial, n, search_space[n])
+        mutable = sorted(n for n, d in parent.distributions.items() if not d.single())
+        seen = self._seen.keys(study, trial, names) if self.avoid_duplicates else set()
+
+        def mutate(name: str, value: Any) -> Any:
+            return _mutate_value(self._rng, self._random, study, trial, name, search_space[name], value)
+
+        candidate, extra = _novel(child, names, mutable, seen, self._rng, mutate, self.max_attempts, force=not missing)
+        self._parents[self._trial_ident(study, trial)] = (dict(parent.params), extra)
+        return candidate
+
+    def sample_independent(
+        self, study: Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
+    ) -> Any:
+        parent = self._parents.get(self._trial_ident(study, trial))
+        if parent is not None:
+            params, extra = parent
+            if param_name in params and _compatible(param_distribution, params[param_name]):
+                if param_name == extra:
+                    return _mutate_value(
+                        self._rng, self._random, study, trial, param_name, param_distribution, params[param_name]
+                    )
+                return params[param_name]
+        return self._random.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study: Study, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None) -> None:
+        self._parents.pop(self._trial_ident(study, trial), None)
+
+    # -- helpers --
+
+    @staticmethod
+    def _trial_ident(study: Study, trial: FrozenTrial) -> tuple[int, int, int]:
+        return (id(study._storage), study._study_id, trial._trial_id)
+
+    def _scored(self, study: Study) -> list[FrozenTrial]:
+        """Finished trials with a score, oldest first; finished trials never change, so they are kept."""
+        signs = _signs(study)
+        ident = (id(study._storage), study._study_id)
+        done, scored = self._scored_cache.setdefault(ident, (set(), []))
+        added = False
+        for t in study.get_trials(deepcopy=False, states=FINISHED):
+            if t._trial_id in done:
+                continue
+            done.add(t._trial_id)
+            if len(signs) > 1:
+                ok = t.state == TrialState.COMPLETE and t.values is not None
+                key = tuple(s * _finite(v) for s, v in zip(signs, t.values)) if ok else None
+            else:
+                key = fitness_key(t, signs)
+            if key is not None:
+                self._keys[self._trial_ident(study, t)] = key
+                scored.append(t)
+                added = True
+        if added:
+            scored.sort(key=lambda t: t.number)
+        return scored
+
+    def _winner(self, entrants: list[FrozenTrial], study: Study) -> FrozenTrial:
+        keys = [self._keys[self._trial_ident(study, t)] for t in entrants]
+        if len(study.directions) == 1:
+            return entrants[max(range(len(entrants)), key=lambda i: (keys[i], -entrants[i].number))]
+        front = [i for i in range(len(entrants)) if not any(_dominates(keys[j], keys[i]) for j in range(len(entrants)))]
+        return entrants[self._rng.choice(front)]
+
+
+# --- multi-fidelity promotion -----------------------------------------------------------------
+
+
+class PromotionPruner(BasePruner):
+    """Screen every trial at one cheap step and let only the best ``1/eta`` go on (one rung of ASHA).
+
+    At the first report at or after ``rung_step`` (the first report when None) a trial continues
+    when at most ``max(1, n // eta) - 1`` of the ``n`` trials screened so far (itself included)
+    scored better there; otherwise it stops. Until ``min_trials`` trials have been screened every
+    trial stops, so early random candidates do not eat full-training budget. A trial that passed
+    the rung is never stopped later. With ``skip_duplicates`` a trial whose configuration already
+    finished is stopped at the rung: its full result is known (pairs well with TPE, which repeats).
+
+    Cost model: with a screening cost ``c`` (12/200 for NAS-Bench-201's 12-epoch entry) the share
+    of the budget spent screening is about ``c / (c + 1/eta)``; eta=16 spends about half on it.
+    Pick ``eta`` near ``1 / c`` (full epochs / screening epochs) to keep that half-and-half split.
+    """
+
+    def __init__(
+        self, eta: float = 16.0, rung_step: int | None = None, min_trials: int = 10, skip_duplicates: bool = True
+    ) -> None:
+        if eta <= 1:
+            raise ValueError("eta must be > 1")
+        self.eta, self.rung_step, self.min_trials, self.skip_duplicates = eta, rung_step, min_trials, skip_duplicates
+        self._cache_ident: tuple[int, int] | None = None
+        self._done: set[int] = set()
+        self._scores: list[float] = []
+        self._complete: list[dict[str, Any]] = []
+
+    def prune(self, study: Study, trial: FrozenTrial) -> bool:
+        if len(study.directions) > 1:
+            return False
+        mine = rung_value(trial, self.rung_step)
+        if mine is None or trial.last_step != mine[0]:
+            return False  # not at the rung yet, or past it (decided then)
+        sign = _signs(study)[0]
+        value = sign * _finite(mine[1])
+        names = tuple(sorted(trial.params))
+        scores, complete = self._finished(study, names)
+        if self.skip_duplicates and names and param_key(trial.params, names) in complete:
+            return True
+        scores = list(scores)
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            rv = rung_value(t, self.rung_step) if t.number != trial.number else None
+            if rv is not None:
+                scores.append(sign * _finite(rv[1]))
+        n = len(scores) + 1
+        if n <= self.min_trials:
+            return True
+        better = sum(s > value for s in scores)
+        return better >= max(1, int(n // self.eta))
+
+    def _finished(self, study: Study, names: tuple[str, ...]) -> tuple[list[float], set[tuple]]:
+        """Rung scores of finished trials and the configurations that completed; finished trials are cached."""
+        ident = (id(study._storage), study._study_id)
+        if self._cache_ident != ident:
+            self._cache_ident, self._done, self._scores, self._complete = ident, set(), [], []
+        sign = _signs(study)[0]
+        for t in study.get_trials(deepcopy=False, states=FINISHED):
+            if t._trial_id in self._done:
+                continue
+            self._done.add(t._trial_id)
+            rv = rung_value(t, self.rung_step)
+            if rv is not None:
+                self._scores.append(sign * _finite(rv[1]))
+            if t.state == TrialState.COMPLETE:
+                self._complete.append(t.params)
+        wanted = set(names)
+        return self._scores, {param_key(p, names) for p in self._complete if set(p) == wanted}
+
+
+# --- ready-made strategies ----------------------------------------------------------------------
+
+
+def multi_fidelity_evolution(
+    seed: int | None = None,
+    eta: float = 16.0,
+    rung_step: int | None = None,
+    population_size: int = 20,
+    tournament_size: int = 5,
+    min_trials: int = 10,
+) -> tuple[EvolutionSampler, PromotionPruner]:
+    """Evolution ranked by screening scores plus a promotion pruner: the recommended NAS strategy."""
+    sampler = EvolutionSampler(population_size=population_size, tournament_size=tournament_size, seed=seed)
+    return sampler, PromotionPruner(eta=eta, rung_step=rung_step, min_trials=min_trials)
+
+
+def multi_fidelity_tpe(
+    seed: int | None = None, eta: float = 16.0, rung_step: int | None = None
+) -> tuple[BaseSampler, PromotionPruner]:
+    """Optuna's multivariate TPE that never repeats itself, plus the promotion pruner."""
+    tpe = optuna.samplers.TPESampler(seed=seed, multivariate=True)
+    return NoRepeatSampler(tpe, seed=seed), PromotionPruner(eta=eta, rung_step=rung_step)
