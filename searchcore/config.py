@@ -24,7 +24,7 @@ DATASET = ("name", "root", "download", "val_fraction", "test_fraction")
 BACKBONE = ("name", "options")
 BUDGET = ("trials", "epochs", "timeout")
 SEARCH = ("sampler", "pruner", "seed", "evaluator")
-TRAIN = ("batch_size", "lr", "optimizer", "weight_decay", "momentum", "label_smoothing")
+TRAIN = ("batch_size", "lr", "optimizer", "weight_decay", "momentum", "label_smoothing", "deterministic")
 
 
 @dataclass
@@ -75,16 +75,65 @@ def load_space(path: str | Path | None = None) -> SpaceConfig:
     return parse_space(text, str(path))
 
 
+MAX_VALUES = 100_000  # values in a space file, an alias counting once per use: no "billion laughs"
+MAX_DEPTH = 32
+
+
+class _Loader(yaml.SafeLoader):
+    """``yaml.safe_load``'s loader (no tags that build objects or import modules), except that a key
+    given twice in one mapping is an error instead of silently the last value."""
+
+
+def _mapping_without_duplicates(loader: _Loader, node: yaml.MappingNode) -> dict:
+    seen: set = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            duplicate = key in seen
+            seen.add(key)
+        except TypeError:  # an unhashable key: the validation refuses it with its own message
+            continue
+        if duplicate:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+    return loader.construct_mapping(node, deep=True)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+
+
+def _check_values(data: Any, source: str) -> None:
+    """Only what JSON can hold (the configuration is recorded in the study and on MLflow runs), not
+    too deep, not too many values: YAML dates, binary and sets, or an alias bomb, fail here in one line."""
+    stack: list[tuple[Any, str, int]] = [(data, "", 0)]
+    count = 0
+    while stack:
+        value, path, depth = stack.pop()
+        count += 1
+        if count > MAX_VALUES:
+            raise SpaceFileError(source, "", f"more than {MAX_VALUES:,} values (aliases count once per use); a space file is small")
+        if depth > MAX_DEPTH:
+            raise SpaceFileError(source, path, f"nested more than {MAX_DEPTH} levels deep")
+        if isinstance(value, dict):
+            stack.extend((v, f"{path}.{k}" if path else str(k), depth + 1) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value))
+        elif value is not None and not isinstance(value, (bool, int, float, str)):
+            raise SpaceFileError(source, path or "top level", f"expected null, true/false, a number, a string, a list or a mapping, got {_kind(value)}")
+
+
 def parse_space(text: str, source: str) -> SpaceConfig:
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1} column {mark.column + 1}" if mark else "?"
         problem = getattr(e, "problem", None) or "malformed YAML"
         raise SpaceFileError(source, "", f"not valid YAML ({problem} at {where})") from None
+    except RecursionError:
+        raise SpaceFileError(source, "", f"not valid YAML (nested more than {MAX_DEPTH} levels deep)") from None
     if data is None:
         data = {}
+    _check_values(data, source)
     v = _V(source)
     v.mapping(data, "", TOP)
     cfg = SpaceConfig(source=source, text=text)
@@ -126,6 +175,12 @@ def parse_space(text: str, source: str) -> SpaceConfig:
                 out[key] = v.number(t[key], f"train.{key}", lo, hi)
         if "optimizer" in t:
             out["optimizer"] = v.choice(t["optimizer"], "train.optimizer", OPTIMIZERS)
+        if out.get("momentum", 0.0) >= 1.0:  # the trainer needs momentum < 1: refuse it here, not in every trial
+            raise SpaceFileError(source, "train.momentum", f"{out['momentum']} is out of range; allowed: 0 <= momentum < 1")
+        if "deterministic" in t:
+            if not isinstance(t["deterministic"], bool):
+                raise SpaceFileError(source, "train.deterministic", f"expected true or false, got {_kind(t['deterministic'])}")
+            out["deterministic"] = t["deterministic"]
         cfg.train = out
     if "input" in data:
         shape = data["input"]
@@ -252,7 +307,12 @@ def resolve(cfg: SpaceConfig, host: PluginHost, input_shape: list[int], classes:
     backbones = host.catalog("backbones")
     if cfg.backbone not in backbones:
         raise SpaceFileError(cfg.source, "backbone", f"unknown backbone {cfg.backbone!r}; available: {', '.join(sorted(backbones))}")
-    base = backbones[cfg.backbone](list(input_shape), int(classes), dict(cfg.backbone_options))
+    try:
+        base = backbones[cfg.backbone](list(input_shape), int(classes), dict(cfg.backbone_options))
+    except Exception as e:  # the factory refused the options the space file gave it (or has a bug)
+        if not cfg.backbone_options:
+            raise
+        raise SpaceFileError(cfg.source, "backbone.options", f"refused by backbone {cfg.backbone!r}: {type(e).__name__}: {' '.join(str(e).split())[:200]}") from None
     available = host.improvement_plugins()
     if cfg.plugins is None:
         plugins = available
