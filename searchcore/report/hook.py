@@ -48,6 +48,8 @@ def log_search_report(study: Any, runner: Any, tracker: Any, parent: str, result
 
 
 def _log(study: Any, runner: Any, tracker: Any, parent: str, result: Any) -> None:
+    from mlflow.entities import Metric
+
     from searchcore.report import assemble, collect, html, links
     from searchcore.tracking import TAG_KIND, TAG_TRIAL
 
@@ -89,8 +91,6 @@ def _log(study: Any, runner: Any, tracker: Any, parent: str, result: Any) -> Non
                             client.log_artifacts(run.info.run_id, str(extra / sub), sub)
     links.mark_training(client, data.experiment_id)
     client.set_tag(parent, "mlflow.note.content", description(parts))
-    from mlflow.entities import Metric
-
     now = int(time.time() * 1000)
     metrics = []
     for p in parts.credit.plugins:
