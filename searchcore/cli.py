@@ -17,8 +17,14 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line naming the argument (exit 2)."""
 
     def error(self, message: str) -> NoReturn:
-        print(f"searchcore: error: {message}", file=sys.stderr)
+        print(f"searchcore: error: {one_line(message)}", file=sys.stderr)
         raise SystemExit(2)
+
+
+def one_line(text: str) -> str:
+    """An error message as one line, whatever the input it quotes: line breaks (including Unicode
+    ones such as U+0085 and U+2028) and other control characters are written as escapes."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text.strip())
 
 
 def _positive_int(text: str) -> int:
@@ -237,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         func: Callable[[argparse.Namespace], int] = args.func
         return func(args)
     except SearchcoreError as e:
-        print(f"searchcore: error: {e}", file=sys.stderr)
+        print(f"searchcore: error: {one_line(str(e))}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("searchcore: interrupted", file=sys.stderr)

@@ -373,7 +373,7 @@ def test_trace_hooks_prints_timings(capsys):
     assert main(["--trace-hooks", "plugins"]) == 0
     err = capsys.readouterr().err
     lines = [x for x in err.splitlines() if x.startswith("[searchcore trace]")]
-    pattern = re.compile(r"^\[searchcore trace\] (searchcore_[a-z_]+) \[([a-z_,]+)\] \d+\.\d\d ms$")
+    pattern = re.compile(r"^\[searchcore trace\] (searchcore_[a-z_]+) \[([a-z0-9_,]+)\] \d+\.\d\d ms$")
     assert lines and all(pattern.match(x) for x in lines), lines[:5]
     calls = {pattern.match(x).groups() for x in lines}
     assert ("searchcore_backbones", "core") in calls
