@@ -40,7 +40,8 @@ from benchmarks import Log, Section, Table, Target, machine, pick, write_json
 from searchcore.space import sample
 from searchcore.strategies import EvolutionSampler, multi_fidelity_evolution, multi_fidelity_tpe
 
-SHARED_TABLE = "/work/shared/data/nas-bench-201/cifar10.csv"
+# the shared data folder sits beside the project checkout (../shared), in CI as here
+SHARED_TABLE = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "nas-bench-201" / "cifar10.csv")
 LOW_COST = nb.LOW_FIDELITY_EPOCHS / nb.FULL_EPOCHS
 FULL_COST = 1.0
 EPS = 1e-9

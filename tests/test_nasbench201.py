@@ -27,7 +27,7 @@ from searchcore.testing import PluginConformance
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_TABLE = Path("/work/shared/data/nas-bench-201/cifar10.csv")
+SHARED_TABLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "nas-bench-201" / "cifar10.csv"  # ../shared beside the checkout
 TABLE = next((Path(p) for p in (os.environ.get(nb.TABLE_ENV), SHARED_TABLE) if p and Path(p).is_file()), None)
 needs_table = pytest.mark.skipif(
     TABLE is None, reason=f"NAS-Bench-201 CIFAR-10 table not found: set ${nb.TABLE_ENV} to its cifar10.csv"
