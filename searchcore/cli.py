@@ -20,6 +20,13 @@ class _Parser(argparse.ArgumentParser):
         print(f"searchcore: error: {one_line(message)}", file=sys.stderr)
         raise SystemExit(2)
 
+    def _get_values(self, action: argparse.Action, arg_strings: list[str]) -> Any:
+        # argparse (3.11) drops a value that is exactly '--' (``--seed=--``) and hands the action an
+        # untyped [] instead of an error; refuse it as the missing value it is
+        if action.nargs is None and action.option_strings and arg_strings == ["--"]:
+            self.error(f"argument {'/'.join(action.option_strings)}: expected one argument")
+        return super()._get_values(action, arg_strings)
+
 
 def one_line(text: str) -> str:
     """An error message as one line, whatever the input it quotes: line breaks (including Unicode
