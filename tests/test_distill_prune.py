@@ -23,14 +23,7 @@ from searchcore.testing import PluginConformance
 from searchcore.tracking import Tracker
 from searchcore.train import TrainConfig, evaluate, train_model
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: these models are small, and two threads on two busy cores spin rather than work."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -19,16 +19,12 @@ from searchcore.export import TOLERANCE, export
 from searchcore.tracking import TAG_SPEC, Tracker
 from searchcore.train import TrainConfig, evaluate, train_model
 
-pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")  # TorchScript is the format asked for
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning"),  # TorchScript is the format asked for
+    pytest.mark.usefixtures("one_thread"),
+]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: these models are small, and two threads on two busy cores spin rather than work."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

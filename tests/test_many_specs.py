@@ -19,14 +19,7 @@ N_SPECS = 200
 SHAPES = {"8x8": [1, 8, 8], "32x32": [3, 32, 32]}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
