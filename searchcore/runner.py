@@ -79,12 +79,16 @@ class TrialRunner:
 
         return TrainConfig(epochs=epochs or self.cfg.epochs, seed=self.cfg.seed if seed is None else seed, threads=self.threads, **self.cfg.train)
 
-    def run(self, trial: Any, number: int, report: Callable[[int, dict[str, float]], None]) -> TrialOutcome:
-        """Sample, build, train, score. Never raises for a trial's own failure: the outcome says FAILED."""
+    def run(self, trial: Any, number: int, report: Callable[[int, dict[str, float]], None],
+            sampled: Callable[[], None] | None = None) -> TrialOutcome:
+        """Sample, build, train, score. Never raises for a trial's own failure: the outcome says FAILED.
+        ``sampled`` runs once the architecture is chosen, before training (the backend records it)."""
         out = TrialOutcome(number=number, params={}, start=time.time())
         try:
             spec, params = self.space.to_spec(trial)
             out.params, out.spec = params, spec
+            if sampled is not None:
+                sampled()
             out.metrics = self.evaluate(spec, report, out.history)
             out.values = [float(out.metrics[n]) for n in self.names]
         except Pruned as e:

@@ -4,12 +4,10 @@ a real MLflow store, the registered model loaded back."""
 from __future__ import annotations
 
 import json
-import uuid
 from pathlib import Path
 
 import mlflow
 import optuna
-import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
@@ -127,21 +125,6 @@ def test_two_workers_on_the_default_local_storage(workdir: Path, small_space: Pa
     assert len(study.trials) == 6 and len(finished) == 6
     # trials ran in this process and the spawned worker (which may start after small trials are done)
     assert 1 <= len({t.user_attrs["pid"] for t in study.trials}) <= 2
-
-
-@pytest.fixture
-def pg_url() -> str:
-    psycopg2 = pytest.importorskip("psycopg2")
-    name = f"sc_{uuid.uuid4().hex[:10]}"
-    try:
-        conn = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="test")
-    except psycopg2.OperationalError as e:
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is not reachable: {e}")
-    conn.autocommit = True
-    conn.cursor().execute(f"CREATE DATABASE {name}")
-    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    conn.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    conn.close()
 
 
 def test_two_workers_on_postgresql(workdir: Path, small_space: Path, pg_url: str) -> None:

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from searchcore.backends.batching import BatchedStorage, flush
 from searchcore.backends.storage import budget_lock, host_id, open_storage, pid_alive
 from searchcore.errors import UsageError
 from searchcore.runner import COMPLETE, FAILED, PRUNED, Pruned, TrialOutcome, TrialRunner
@@ -64,9 +65,11 @@ def make_pruner(name: str, epochs: int, multi_objective: bool) -> Any:
     raise UsageError(f"--pruner: unknown pruner {name!r}; allowed: hyperband, median, successive_halving, none")
 
 
-def interrupted(study: Any) -> set[int]:
-    """Numbers of trials whose worker died; the study remembers them so they use no budget."""
-    return {int(k.split("_", 1)[1]) for k in study.user_attrs if k.startswith(f"{ATTR_INTERRUPTED}_")}
+def interrupted(study: Any, attrs: dict[str, Any] | None = None) -> set[int]:
+    """Numbers of trials whose worker died; the study remembers them so they use no budget.
+    ``attrs``: the study's user attributes when the caller has just read them."""
+    attrs = study.user_attrs if attrs is None else attrs
+    return {int(k.split("_", 1)[1]) for k in attrs if k.startswith(f"{ATTR_INTERRUPTED}_")}
 
 
 def counted(trials: list[Any], lost: set[int]) -> int:
@@ -77,15 +80,17 @@ def counted(trials: list[Any], lost: set[int]) -> int:
     return sum(1 for t in trials if t.state in (S.COMPLETE, S.PRUNED, S.RUNNING, S.FAIL) and t.number not in lost)
 
 
-def recover_interrupted(study: Any, grace: float = GRACE_S) -> list[Any]:
+def recover_interrupted(study: Any, grace: float = GRACE_S, trials: list[Any] | None = None) -> list[Any]:
     """Fail RUNNING trials whose worker is gone (dead pid on this host, or a stale heartbeat)
-    and re-queue each one's params once. Returns those trials as they were."""
+    and re-queue each one's params once. Returns those trials as they were.
+    ``trials``: the study's trials when the caller has just read them."""
     import optuna
 
     now = time.time()
     me = host_id()
     failed = []
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+    running = optuna.trial.TrialState.RUNNING
+    for t in study.get_trials(deepcopy=False, states=(running,)) if trials is None else [t for t in trials if t.state == running]:
         attrs = t.user_attrs
         beat = float(attrs.get("heartbeat", t.datetime_start.timestamp() if t.datetime_start else now))
         dead_here = attrs.get("host") == me and "pid" in attrs and not pid_alive(int(attrs["pid"]))
@@ -119,6 +124,7 @@ class _Heartbeat:
         while not self._stop.wait(self.interval):
             try:
                 self.trial.set_user_attr("heartbeat", time.time())
+                flush(self.trial.storage, self.trial._trial_id)
             except Exception:  # a missed heartbeat is harmless; the grace period is generous
                 pass
 
@@ -144,16 +150,19 @@ def work(study: Any, storage_url: str, runner: TrialRunner, budget: int, tracker
         if timeout is not None and time.time() - started >= timeout:
             stats.stopped_reason = "timeout"
             break
-        stop = study.user_attrs.get("stopped")
-        if stop:
-            stats.stopped_reason = stop
+        attrs = study.user_attrs
+        if attrs.get("stopped"):
+            stats.stopped_reason = attrs["stopped"]
             break
         with budget_lock(storage_url, study.study_name):
-            for lost in recover_interrupted(study):
+            trials = study.get_trials(deepcopy=False)
+            recovered = recover_interrupted(study, trials=trials)
+            for lost in recovered:
                 if tracker is not None and parent_run_id is not None:
                     tracker.log_trial(interrupted_outcome(lost), study.study_name, parent_run_id)
-            trials = study.get_trials(deepcopy=False)
-            if counted(trials, interrupted(study)) >= budget:
+            if recovered:  # their states, the queue and the study's attributes changed
+                trials, attrs = study.get_trials(deepcopy=False), study.user_attrs
+            if counted(trials, interrupted(study, attrs)) >= budget:
                 break
             trial = study.ask()
             trial.set_user_attr("host", host_id())
@@ -164,11 +173,16 @@ def work(study: Any, storage_url: str, runner: TrialRunner, budget: int, tracker
             if multi or "val_accuracy" not in metrics:
                 return
             _trial.report(float(metrics["val_accuracy"]), epoch)
-            if _trial.should_prune():
+            prune = _trial.should_prune()
+            flush(study._storage, _trial._trial_id)  # this epoch's value and rung, for other workers' pruners
+            if prune:
                 raise Pruned(f"pruned at epoch {epoch}")
 
+        def sampled(_trial: Any = trial) -> None:  # who runs it and what it trains, in one write, before training
+            flush(study._storage, _trial._trial_id)
+
         with _Heartbeat(trial):
-            outcome = runner.run(trial, trial.number, report)
+            outcome = runner.run(trial, trial.number, report, sampled)
         tell(study, trial, outcome)
         stats.finished += 1
         if tracker is not None and parent_run_id is not None:
@@ -260,7 +274,8 @@ def _fail_fast(study: Any, k: int) -> str | None:
 def create_or_load(name: str, storage_url: str, directions: list[str], sampler: Any, pruner: Any) -> Any:
     import optuna
 
-    storage = open_storage(storage_url)
+    # a running trial's writes go out in batches (see batching.py); the cache Optuna puts on RDB stores stays below
+    storage = BatchedStorage(optuna.storages.get_storage(open_storage(storage_url)))
     try:
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
     except KeyError:
