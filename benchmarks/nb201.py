@@ -45,14 +45,27 @@ SHARED_TABLE = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "na
 LOW_COST = nb.LOW_FIDELITY_EPOCHS / nb.FULL_EPOCHS
 FULL_COST = 1.0
 EPS = 1e-9
-DEFAULT = "mf-evolution"
+DEFAULT = "default"
 PEER = "tpe"
 TARGETS = {50: 94.20, 100: 94.30}  # mean test accuracy (%) over the seeds
 REFERENCES = "optimum 94.37; REA 93.92 +- 0.30 and random 93.70 +- 0.36 (NAS-Bench-201 paper)"
 
 # name -> factory(seed) -> (sampler, pruner or None)
 Strategy = Callable[[int], tuple[optuna.samplers.BaseSampler, Any]]
+def searchcore_default(seed: int) -> tuple[optuna.samplers.BaseSampler, Any]:
+    """What ``searchcore search`` runs when the space names no strategy (sampler ``auto``, its default
+    pruner), resolved through the plugins' catalog as a search does, for 200-epoch trials."""
+    from searchcore.backends.optuna_backend import make_pruner, make_sampler
+    from searchcore.config import SpaceConfig
+    from searchcore.host import get_host
+
+    cfg = SpaceConfig(source="(defaults)", text="")
+    sampler = make_sampler(cfg.sampler, seed, ["maximize"], get_host(), epochs=nb.FULL_EPOCHS)
+    return sampler, getattr(sampler, "pruner", None) or make_pruner(cfg.pruner, nb.FULL_EPOCHS, False)
+
+
 STRATEGIES: dict[str, Strategy] = {
+    "default": searchcore_default,
     "random": lambda seed: (optuna.samplers.RandomSampler(seed=seed), None),
     "tpe": lambda seed: (optuna.samplers.TPESampler(seed=seed), None),
     "evolution": lambda seed: (EvolutionSampler(seed=seed), None),
@@ -64,7 +77,8 @@ DESCRIPTIONS = {
     "tpe": "Optuna TPESampler, defaults (the peer)",
     "evolution": "regularised evolution, P=20, S=5, no repeats",
     "mf-tpe": "multivariate TPE, no repeats + promotion pruner (top 1/16 at 12 epochs)",
-    "mf-evolution": "evolution + promotion pruner (top 1/16 at 12 epochs): the default",
+    "mf-evolution": "evolution + promotion pruner (top 1/16 at 12 epochs)",
+    "default": "searchcore's default strategy (sampler auto and its pruner, as `searchcore search` resolves them)",
 }
 PRESETS = {
     "smoke": {"seeds": 2, "budgets": [3, 6]},

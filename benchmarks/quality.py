@@ -6,7 +6,9 @@ Every search is ``searchcore.search_api.run_search`` on the default digits space
 * ``random``: random sampler, no pruner;
 * ``tpe``: TPE (searchcore's settings), no pruner;
 * ``tpe+hyperband``: TPE with the Hyperband pruner (the default space's strategy);
-* ``nsga2``: NSGA-II on two objectives, val accuracy (max) and parameters (min).
+* ``nsga2``: NSGA-II on two objectives, val accuracy (max) and parameters (min);
+* ``mf-evolution``: regularised evolution that screens every trial after its first epoch and trains
+  the best 1/epochs share fully (the NAS-Bench-201 winner, checked here before it may be the default).
 
 The benchmark plugin's ``train-test`` evaluator trains exactly as evaluator ``train`` does and also
 scores each trained trial once on the test split; the searches look at val only. A search's curve
@@ -35,6 +37,7 @@ STRATEGIES: dict[str, dict[str, Any]] = {
     "tpe": {"sampler": "tpe", "pruner": "none", "objectives": "[val_accuracy]"},
     "tpe+hyperband": {"sampler": "tpe", "pruner": "hyperband", "objectives": "[val_accuracy]"},
     "nsga2": {"sampler": "nsga2", "pruner": "none", "objectives": "[val_accuracy, params]"},
+    "mf-evolution": {"sampler": "mf-evolution", "pruner": "none", "objectives": "[val_accuracy]"},
 }
 TARGET_FRACTION = 1 / 3
 JOBS = 2

@@ -7,9 +7,9 @@ gives the search 6 dimensions (``nasbench201.edge0`` .. ``edge5``, in the benchm
 and an evaluator that looks a cell up in the benchmark's CIFAR-10 table instead of training it,
 so strategies can be compared on thousands of searches in minutes.
 
-Also here: regularised evolution as a sampler (``evolution``) and the multi-fidelity default
-(``mf-evolution``: evolution plus a promotion pruner on the 12-epoch score); the code is the
-general one in :mod:`searchcore.strategies`.
+Strategies that suit this space are searchcore's own samplers ``evolution`` and ``mf-evolution``
+(evolution plus a promotion pruner on the 12-epoch score; give the space ``budget: {epochs: 200}``
+so it screens at 12 of 200 epochs and trains the best 1/16 fully); see :mod:`searchcore.strategies`.
 """
 
 from __future__ import annotations
@@ -380,28 +380,3 @@ def evaluate(spec: dict, config: Any, report: Callable[[int, dict[str, float]], 
 @hookimpl
 def searchcore_evaluators(register: Callable[..., None]) -> None:
     register(PLUGIN, evaluate)
-
-
-# --- samplers -------------------------------------------------------------------------------------
-
-
-def evolution_sampler(seed: int, multi_objective: bool) -> Any:
-    """Regularised evolution (Real et al. 2019) that never re-proposes a configuration already tried."""
-    from searchcore.strategies import EvolutionSampler
-
-    return EvolutionSampler(population_size=20, tournament_size=5, seed=seed)
-
-
-def mf_evolution_sampler(seed: int, multi_objective: bool) -> Any:
-    """Evolution ranked by early scores; ``.pruner`` is the promotion pruner the host should pair with it."""
-    from searchcore.strategies import multi_fidelity_evolution
-
-    sampler, pruner = multi_fidelity_evolution(seed=seed)
-    sampler.pruner = pruner
-    return sampler
-
-
-@hookimpl
-def searchcore_samplers(register: Callable[..., None]) -> None:
-    register("evolution", evolution_sampler)
-    register("mf-evolution", mf_evolution_sampler)

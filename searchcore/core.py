@@ -91,9 +91,31 @@ def _grid(seed: int, multi_objective: bool, dimensions: list) -> Any:
     return optuna.samplers.GridSampler(grid, seed=seed)
 
 
+def _evolution(seed: int, multi_objective: bool) -> Any:
+    """Regularised evolution (Real et al. 2019) that never re-proposes a configuration already tried."""
+    from searchcore.strategies import EvolutionSampler
+
+    return EvolutionSampler(population_size=20, tournament_size=5, seed=seed)
+
+
+def _mf_evolution(seed: int, multi_objective: bool, epochs: int | None = None) -> Any:
+    """Evolution ranked by early scores; ``.pruner`` is the promotion pruner the host pairs with it:
+    every trial is screened at its first report and the best ``first/epochs`` share trains fully."""
+    from searchcore.strategies import multi_fidelity_evolution
+
+    if epochs and epochs > 1:
+        sampler, pruner = multi_fidelity_evolution(seed=seed, eta=None, min_trials=None, max_step=epochs)
+    else:
+        sampler, pruner = multi_fidelity_evolution(seed=seed)
+    sampler.pruner = pruner
+    return sampler
+
+
 @hookimpl
 def searchcore_samplers(register: Callable[..., None]) -> None:
     register("tpe", _tpe)
+    register("evolution", _evolution)
+    register("mf-evolution", _mf_evolution)
     register("random", _random)
     register("nsga2", _nsga2)
     register("grid", _grid)

@@ -388,17 +388,25 @@ class PromotionPruner(BasePruner):
     the rung is never stopped later. With ``skip_duplicates`` a trial whose configuration already
     finished is stopped at the rung: its full result is known (pairs well with TPE, which repeats).
 
+    ``eta=None`` derives it from the steps: ``max_step`` (the full training's last step) over the
+    screening step, at least 2, and ``min_trials=None`` is ``min(10, ceil(eta))``; one setting then
+    serves 6-epoch trials screened after one epoch and 200-epoch table entries screened at 12.
+
     Cost model: with a screening cost ``c`` (12/200 for NAS-Bench-201's 12-epoch entry) the share
     of the budget spent screening is about ``c / (c + 1/eta)``; eta=16 spends about half on it.
     Pick ``eta`` near ``1 / c`` (full epochs / screening epochs) to keep that half-and-half split.
     """
 
     def __init__(
-        self, eta: float = 16.0, rung_step: int | None = None, min_trials: int = 10, skip_duplicates: bool = True
+        self, eta: float | None = 16.0, rung_step: int | None = None, min_trials: int | None = 10, skip_duplicates: bool = True,
+        max_step: int | None = None,
     ) -> None:
-        if eta <= 1:
+        if eta is None and not max_step:
+            raise ValueError("eta=None needs max_step (the last step a trial reports)")
+        if eta is not None and eta <= 1:
             raise ValueError("eta must be > 1")
         self.eta, self.rung_step, self.min_trials, self.skip_duplicates = eta, rung_step, min_trials, skip_duplicates
+        self.max_step = max_step
         self._cache_ident: tuple[int, int] | None = None
         self._done: set[int] = set()
         self._scores: list[float] = []
@@ -421,11 +429,14 @@ class PromotionPruner(BasePruner):
             rv = rung_value(t, self.rung_step) if t.number != trial.number else None
             if rv is not None:
                 scores.append(sign * _finite(rv[1]))
+        # eta=None: screening and full training cost about the same (see the cost model above)
+        eta = self.eta if self.eta is not None else max(2.0, float(self.max_step or 1) / max(1, mine[0]))
+        min_trials = self.min_trials if self.min_trials is not None else min(10, math.ceil(eta))
         n = len(scores) + 1
-        if n <= self.min_trials:
+        if n <= min_trials:
             return True
         better = sum(s > value for s in scores)
-        return better >= max(1, int(n // self.eta))
+        return better >= max(1, int(n // eta))
 
     def _finished(self, study: Study, names: tuple[str, ...]) -> tuple[list[float], set[tuple]]:
         """Rung scores of finished trials and the configurations that completed; finished trials are cached."""
@@ -451,15 +462,16 @@ class PromotionPruner(BasePruner):
 
 def multi_fidelity_evolution(
     seed: int | None = None,
-    eta: float = 16.0,
+    eta: float | None = 16.0,
     rung_step: int | None = None,
     population_size: int = 20,
     tournament_size: int = 5,
-    min_trials: int = 10,
+    min_trials: int | None = 10,
+    max_step: int | None = None,
 ) -> tuple[EvolutionSampler, PromotionPruner]:
-    """Evolution ranked by screening scores plus a promotion pruner: the recommended NAS strategy."""
+    """Evolution ranked by screening scores plus a promotion pruner (searchcore's ``mf-evolution``)."""
     sampler = EvolutionSampler(population_size=population_size, tournament_size=tournament_size, seed=seed)
-    return sampler, PromotionPruner(eta=eta, rung_step=rung_step, min_trials=min_trials)
+    return sampler, PromotionPruner(eta=eta, rung_step=rung_step, min_trials=min_trials, max_step=max_step)
 
 
 def multi_fidelity_tpe(

@@ -28,7 +28,8 @@ ATTR_REQUEUED = "requeued_from"
 ATTR_FAIL_FAST_AFTER = "fail_fast_after"  # trials up to this number were judged by an earlier fail-fast stop
 
 
-def make_sampler(name: str, seed: int, directions: list[str], host: Any, source: str = "--sampler", dimensions: list | None = None) -> Any:
+def make_sampler(name: str, seed: int, directions: list[str], host: Any, source: str = "--sampler", dimensions: list | None = None,
+                 epochs: int | None = None) -> Any:
     """A sampler from the plugins' catalog; ``auto`` is TPE for one objective, NSGA-II for several."""
     import inspect
 
@@ -39,7 +40,7 @@ def make_sampler(name: str, seed: int, directions: list[str], host: Any, source:
     if name not in samplers:
         raise UsageError(f"{source}: unknown sampler {name!r}; available: auto, {', '.join(sorted(samplers))}")
     factory = samplers[name]
-    offered = {"seed": seed, "multi_objective": multi, "dimensions": list(dimensions or [])}
+    offered = {"seed": seed, "multi_objective": multi, "dimensions": list(dimensions or []), "epochs": epochs}
     accepted = inspect.signature(factory).parameters
     return factory(**{k: v for k, v in offered.items() if k in accepted})
 
@@ -271,11 +272,18 @@ def _fail_fast(study: Any, k: int) -> str | None:
     return "" if pending else None
 
 
+def study_storage(url: str) -> Any:
+    """The store a worker runs trials against: its running trials' writes go out in batches (see
+    batching.py) over the cache Optuna itself puts on RDB stores."""
+    import optuna
+
+    return BatchedStorage(optuna.storages.get_storage(open_storage(url)))
+
+
 def create_or_load(name: str, storage_url: str, directions: list[str], sampler: Any, pruner: Any) -> Any:
     import optuna
 
-    # a running trial's writes go out in batches (see batching.py); the cache Optuna puts on RDB stores stays below
-    storage = BatchedStorage(optuna.storages.get_storage(open_storage(storage_url)))
+    storage = study_storage(storage_url)
     try:
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
     except KeyError:

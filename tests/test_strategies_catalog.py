@@ -1,0 +1,70 @@
+"""Search strategies in searchcore's catalog: ``evolution`` and ``mf-evolution`` on any space.
+
+``mf-evolution`` screens every trial at its first report and lets only the best share train fully;
+the share follows from the space's epochs (screen 1 of 6 epochs: the best sixth goes on), so one
+setting serves a 6-epoch CNN search and 200-epoch NAS-Bench-201 lookups screened at 12.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+
+from searchcore.backends.optuna_backend import make_sampler
+from searchcore.backends.storage import open_storage
+from searchcore.host import get_host
+from searchcore.search_api import Settings, run_search
+from searchcore.strategies import EvolutionSampler, PromotionPruner
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+S = optuna.trial.TrialState
+
+
+def six_epochs(trial: optuna.Trial) -> float:
+    """A curve whose ranking at epoch 1 is its ranking at epoch 6."""
+    x = trial.suggest_float("x", 0.0, 1.0)
+    for epoch in range(1, 7):
+        trial.report(x * epoch / 6, epoch)
+        if trial.should_prune():
+            raise optuna.TrialPruned()
+    return x
+
+
+def test_the_promotion_share_follows_the_epochs() -> None:
+    pruner = PromotionPruner(eta=None, min_trials=None, max_step=6)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0), pruner=pruner)
+    study.optimize(six_epochs, n_trials=60)
+    trials = study.get_trials()
+    assert all(t.state == S.PRUNED and t.last_step == 1 for t in trials[:6])  # min_trials = ceil(6): all screened first
+    complete = [t for t in trials if t.state == S.COMPLETE]
+    assert 4 <= len(complete) <= 20  # about a sixth of the 54 after the first six, never more than the better ones allow
+    for t in complete:  # a trial went on only if at most n // 6 - 1 of those screened before it scored better
+        before = [u for u in trials if u.number < t.number]
+        assert sum(u.intermediate_values[1] > t.intermediate_values[1] for u in before) <= max(1, (len(before) + 1) // 6) - 1
+    assert all(t.last_step == 1 for t in trials if t.state == S.PRUNED)
+
+
+def test_eta_none_needs_the_last_step() -> None:
+    with pytest.raises(ValueError, match="max_step"):
+        PromotionPruner(eta=None)
+
+
+def test_the_catalog_builds_both_strategies_from_the_search_settings() -> None:
+    host = get_host()
+    evo = make_sampler("evolution", 3, ["maximize"], host)
+    assert isinstance(evo, EvolutionSampler)
+    mf = make_sampler("mf-evolution", 3, ["maximize"], host, epochs=6)
+    assert isinstance(mf, EvolutionSampler) and isinstance(mf.pruner, PromotionPruner)
+    assert mf.pruner.eta is None and mf.pruner.max_step == 6
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_search_with_mf_evolution_screens_then_trains_the_best(workdir: Path, small_space: Path) -> None:
+    small_space.write_text(small_space.read_text().replace("sampler: tpe", "sampler: mf-evolution"))
+    result = run_search(small_space, Settings(trials=8, epochs=3, name="mf", progress=False, baseline=False, register=False))
+    trials = optuna.load_study(study_name="mf", storage=open_storage(result.storage)).get_trials()
+    assert len(trials) == 8
+    assert all(t.state == S.PRUNED and t.last_step == 1 for t in trials[:3])  # screened at epoch 1 of 3
+    assert any(t.state == S.COMPLETE and t.last_step == 3 for t in trials)  # and the best went on
