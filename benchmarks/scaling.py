@@ -33,14 +33,36 @@ LABELS = {"searchcore": "Optuna backend (multi-process)", "searchcore-ray": "Ray
 
 
 def rates(row: dict[str, Any]) -> tuple[float | None, float | None]:
-    """(end-to-end, steady-state) finished trials per minute of one run."""
+    """(end-to-end, steady-state) finished trials per minute of one run.
+
+    Steady state starts when every worker has finished its first trial. With each worker's finish
+    times (``worker_ends``, Optuna backend) that is the latest of their first finishes, and a run in
+    which a worker finished nothing never reached it (None). Without them (Ray: its trial processes
+    are not the workers), the ``concurrency``-th finish stands for it.
+    """
     ends = sorted(row.get("ends") or [])
     n, w = len(ends), row["concurrency"]
     end_to_end = 60.0 * n / row["wall"] if row.get("wall") else None
-    steady = None
-    if n > w and ends[-1] > ends[w - 1]:
-        steady = 60.0 * (n - w) / (ends[-1] - ends[w - 1])
+    by_worker = row.get("worker_ends")
+    if by_worker:
+        if len(by_worker) < w:
+            return end_to_end, None
+        start = max(min(v) for v in by_worker.values())
+        ends = sorted(e for v in by_worker.values() for e in v)
+    else:
+        start = ends[w - 1] if n >= w else None
+    after = [e for e in ends if start is not None and e > start]
+    steady = 60.0 * len(after) / (after[-1] - start) if after and after[-1] > start else None
     return end_to_end, steady
+
+
+def worker_note(row: dict[str, Any]) -> str:
+    """Trials each worker process finished, e.g. ``trials per worker 7+5``."""
+    by_worker = row.get("worker_ends")
+    if not by_worker or row["concurrency"] < 2:
+        return ""
+    counts = sorted((len(v) for v in by_worker.values()), reverse=True) + [0] * max(0, row["concurrency"] - len(by_worker))
+    return "; trials per worker " + "+".join(str(c) for c in counts)
 
 
 def run(size: str, workdir: Path, log: Log) -> Section:
@@ -77,7 +99,7 @@ def run(size: str, workdir: Path, log: Log) -> Section:
             e2e_x = r["end_to_end"] / one["end_to_end"] if w > 1 and one.get("end_to_end") and r["end_to_end"] else None
             st_x = r["steady"] / one["steady"] if w > 1 and one.get("steady") and r["steady"] else None
             rows.append([LABELS[stack], str(w), fmt_s(r["wall"], 1), fmt_s(r["end_to_end"], 1), fmt_s(r["steady"], 1),
-                         fmt_x(e2e_x) if w > 1 else "", fmt_x(st_x) if w > 1 else "", f"CPU {r['cpu']:.1f} s; {r.get('records', '')}"])
+                         fmt_x(e2e_x) if w > 1 else "", fmt_x(st_x) if w > 1 else "", f"CPU {r['cpu']:.1f} s; {r.get('records', '')}{worker_note(r)}"])
             if w == 2:
                 section.targets.append(Target(f"scaling: {LABELS[stack]}", f">= {TARGET}x trials/min with 2 workers (steady state)",
                                               f"{st_x:.2f}x steady, {e2e_x:.2f}x end to end" if st_x and e2e_x else "-",
@@ -89,6 +111,8 @@ def run(size: str, workdir: Path, log: Log) -> Section:
         ["backend", "workers", "wall s", "trials/min end to end", "trials/min steady", "speed-up end to end", "speed-up steady", "notes"],
         rows,
         "steady: trials finished after each worker's first, over the time from the last first completion to the last "
-        "completion (MLflow record end times). end to end includes starting the worker subprocess or the Ray cluster.",
+        "completion (Optuna: the study's finish times by worker process; '-' when a worker finished no trial, i.e. it was still "
+        "starting up when the search ended; Ray: MLflow record end times). end to end includes starting the worker "
+        "subprocess or the Ray cluster.",
     ))
     return section

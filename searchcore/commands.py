@@ -51,6 +51,8 @@ def add_commands(sub: Any, types: dict[str, Any]) -> None:
     sp.add_argument("--threads", type=pi)
     sp.add_argument("--timeout", type=pf)
     sp.add_argument("--isolate", action="store_true", help="run each trial in a fresh process")
+    # a local worker of `searchcore search --workers N`: start up, then wait for "go" on stdin (EOF: the search gave up)
+    sp.add_argument("--wait-for-go", action="store_true", help=argparse.SUPPRESS)
     sp.set_defaults(func=cmd_worker)
 
     sp = sub.add_parser("best", help="list the top architectures of a search")
@@ -136,7 +138,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     import optuna
 
     from searchcore.backends import optuna_backend as ob
-    from searchcore.backends.storage import check_url, open_storage
+    from searchcore.backends.storage import check_url
     from searchcore.config import parse_space
     from searchcore.host import get_host
     from searchcore.search_api import ATTR_CONFIG, ATTR_PARENT, ATTR_SPACE, ATTR_TRACKING, prepare
@@ -144,7 +146,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from searchcore.train import set_threads
 
     check_url(args.storage)
-    storage = open_storage(args.storage)
+    if args.wait_for_go:
+        set_threads(args.threads)  # before anything sizes torch's thread pools
+        get_host()  # the plugins (and what they import) load while the search sets up the study
+        _preload_tracking(args.tracking_uri)
+        if sys.stdin.readline().strip() != "go":
+            return 0  # the search stopped before it released its workers
+    storage = ob.study_storage(args.storage)
     try:
         probe = optuna.load_study(study_name=args.name, storage=storage)
     except KeyError:
@@ -162,11 +170,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
         from searchcore.isolate import IsolatedRunner
 
         runner = IsolatedRunner(runner)
-    sampler = ob.make_sampler(cfg.sampler, cfg.seed, runner.directions, host, dimensions=runner.space.dimensions)
-    pruner = ob.make_pruner(cfg.pruner, cfg.epochs, len(runner.directions) > 1)
+    sampler = ob.make_sampler(cfg.sampler, cfg.seed, runner.directions, host, dimensions=runner.space.dimensions, epochs=cfg.epochs)
+    pruner = getattr(sampler, "pruner", None) or ob.make_pruner(cfg.pruner, cfg.epochs, len(runner.directions) > 1)  # as the search's
     study = optuna.load_study(study_name=args.name, storage=storage, sampler=sampler, pruner=pruner)
     study.sampler = ob.make_sampler(cfg.sampler, ob.worker_seed(cfg.seed, study, 1 + os.getpid() % 9973), runner.directions, host,
-                                    dimensions=runner.space.dimensions)
+                                    dimensions=runner.space.dimensions, epochs=cfg.epochs)
     tracking = args.tracking_uri or study.user_attrs.get(ATTR_TRACKING) or DEFAULT_TRACKING
     tracker = Tracker(tracking, experiment=args.name)
     budget = int(study.user_attrs.get("budget", cfg.trials))
@@ -174,6 +182,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
     tracker.flush()
     print(f"worker finished {stats.finished} trials" + (f"; {stats.stopped_reason}" if stats.stopped_reason else ""), file=sys.stderr)
     return 0
+
+
+def _preload_tracking(uri: str | None) -> None:
+    """Import the MLflow modules a worker's trial records need, without touching the store itself."""
+    import mlflow.entities  # noqa: F401
+    import mlflow.tracking  # noqa: F401
+
+    if uri and uri.split(":", 1)[0] in ("sqlite", "postgresql", "mysql", "mssql"):
+        import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
 
 
 def _storage_for(name: str | None, storage: str | None) -> tuple[Any, str]:

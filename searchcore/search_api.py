@@ -137,12 +137,9 @@ def prepare(cfg: Any, host: Any, threads: int | None) -> Any:
 
 
 def run_search(space_file: str | Path | None, s: Settings) -> SearchResult:
-    from searchcore.backends import optuna_backend as ob
     from searchcore.backends import ray_backend
     from searchcore.cli import _quiet_libraries
     from searchcore.config import load_space
-    from searchcore.host import get_host
-    from searchcore.train import set_threads
 
     ray_backend.validate_settings(s)  # imports no Ray; refuses the other backend's flags
     if s.backend == "ray":
@@ -156,8 +153,26 @@ def run_search(space_file: str | Path | None, s: Settings) -> SearchResult:
         raise UsageError(f"--workers: expected a positive integer, got {s.workers}")
     name = check_name(s.name or cfg.name or "searchcore", "--name" if s.name else f"{cfg.source}: name")
     cfg.name = name
-    host = get_host()
     threads = s.threads or max(1, (os.cpu_count() or 1) // s.workers)
+    storage_url = check_url(s.storage) if s.storage else default_storage(s.workers, name)
+    tracking_uri = absolute_uri(s.tracking_uri or DEFAULT_TRACKING)
+    # The other local workers start now, before this process loads plugins, data, the study and MLflow:
+    # a worker process needs seconds to import torch, MLflow and the plugins, and does that meanwhile,
+    # then waits for the word that the study is ready (see _release_workers).
+    procs = _spawn_workers(s.workers - 1, storage_url, name, tracking_uri, threads, cfg.timeout, isolate=s.isolate)
+    try:
+        return _search(cfg, s, name, threads, storage_url, tracking_uri, procs, t0)
+    finally:
+        _stop_unreleased(procs)
+
+
+def _search(cfg: Any, s: Settings, name: str, threads: int, storage_url: str, tracking_uri: str, procs: list[subprocess.Popen],
+            t0: float) -> SearchResult:
+    from searchcore.backends import optuna_backend as ob
+    from searchcore.host import get_host
+    from searchcore.train import set_threads
+
+    host = get_host()
     set_threads(threads)
     runner = prepare(cfg, host, threads)
     if s.isolate:
@@ -165,16 +180,14 @@ def run_search(space_file: str | Path | None, s: Settings) -> SearchResult:
 
         runner = IsolatedRunner(runner)
     directions = runner.directions
-    storage_url = check_url(s.storage) if s.storage else default_storage(s.workers, name)
-    tracking_uri = absolute_uri(s.tracking_uri or DEFAULT_TRACKING)
     source = f"{cfg.source}: search.sampler" if s.sampler is None else "--sampler"
     dims = runner.space.dimensions
-    first = ob.make_sampler(cfg.sampler, cfg.seed, directions, host, source=source, dimensions=dims)  # a bad name fails before anything is created
+    first = ob.make_sampler(cfg.sampler, cfg.seed, directions, host, source=source, dimensions=dims, epochs=cfg.epochs)  # a bad name fails first
     # a strategy may come as a sampler with its own pruner (multi-fidelity evolution screens, then promotes)
     pruner = getattr(first, "pruner", None) or ob.make_pruner(cfg.pruner, cfg.epochs, len(directions) > 1)
     study = ob.create_or_load(name, storage_url, directions, first, pruner)
     # A resumed search or another worker must not replay the same seeded sequence: offset the seed.
-    study.sampler = ob.make_sampler(cfg.sampler, ob.worker_seed(cfg.seed, study, 0), directions, host, dimensions=dims)
+    study.sampler = ob.make_sampler(cfg.sampler, ob.worker_seed(cfg.seed, study, 0), directions, host, dimensions=dims, epochs=cfg.epochs)
     if ATTR_CONFIG not in study.user_attrs:
         study.set_user_attr(ATTR_CONFIG, cfg.as_dict())
         study.set_user_attr(ATTR_SPACE, cfg.text)
@@ -185,13 +198,10 @@ def run_search(space_file: str | Path | None, s: Settings) -> SearchResult:
     parent = _parent_run(study, tracker, cfg, host, storage_url, study.sampler, pruner)
     _write_lost_runs(study, tracker, parent)
     progress = Progress(study, cfg.trials, enabled=s.progress)
-    procs = _spawn_workers(s.workers - 1, storage_url, name, tracking_uri, threads, cfg.timeout, isolate=s.isolate)
+    _release_workers(procs)
     try:
         stats = ob.work(study, storage_url, runner, cfg.trials, tracker, parent, timeout=cfg.timeout, on_trial=progress.trial_done, fail_fast=s.fail_fast)
-        for p in procs:
-            while p.poll() is None:
-                progress.refresh()
-                time.sleep(0.5)
+        _join_workers(procs, study, storage_url, progress)
     except BaseException:
         for p in procs:
             p.terminate()
@@ -279,15 +289,94 @@ def _write_lost_runs(study: Any, tracker: Tracker, parent: str | None) -> None:
 
 def _spawn_workers(n: int, storage_url: str, name: str, tracking_uri: str, threads: int, timeout: float | None,
                    isolate: bool = False) -> list[subprocess.Popen]:
+    """Start ``n`` local ``searchcore worker`` processes that import what they need, then wait on
+    stdin for :func:`_release_workers` (the study and the MLflow parent run exist) before they join."""
     procs = []
     for _ in range(n):
-        cmd = [sys.executable, "-m", "searchcore.cli", "worker", "--storage", storage_url, "--name", name, "--tracking-uri", tracking_uri, "--threads", str(threads)]
+        cmd = [sys.executable, "-m", "searchcore.cli", "worker", "--storage", storage_url, "--name", name, "--tracking-uri", tracking_uri,
+               "--threads", str(threads), "--wait-for-go"]
         if timeout is not None:
             cmd += ["--timeout", str(timeout)]
         if isolate:
             cmd += ["--isolate"]
-        procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL))
+        procs.append(subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, env=worker_env(threads)))
     return procs
+
+
+def worker_env(threads: int) -> dict[str, str]:
+    """A local worker's environment: OpenMP/BLAS pools sized to its torch threads before it imports torch
+    (set only where the user left them unset)."""
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env.setdefault(var, str(threads))
+    return env
+
+
+def _release_workers(procs: list[subprocess.Popen]) -> None:
+    """Tell the waiting workers that the study is ready: they load it and join the search."""
+    for p in procs:
+        if p.stdin is not None and not p.stdin.closed:
+            try:
+                p.stdin.write(b"go\n")
+                p.stdin.close()
+            except OSError:  # the worker died on start-up; it runs no trials, the search goes on
+                pass
+
+
+def _stop_unreleased(procs: list[subprocess.Popen]) -> None:
+    """The search failed before the workers were released: closing stdin tells them to exit."""
+    for p in procs:
+        if p.stdin is not None and not p.stdin.closed:
+            try:
+                p.stdin.close()
+            except OSError:
+                pass
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.terminate()
+
+
+def _join_workers(procs: list[subprocess.Popen], study: Any, storage_url: str, progress: Any) -> None:
+    """Wait for the local workers after this process stopped asking for trials.
+
+    A worker that has not joined yet (still starting up, no trial of its own in the study) while
+    no trial runs anywhere could only join to find the search over, or start trials after this
+    search stopped (its timeout); it is stopped instead of waited for. The check and the stop
+    happen under the budget lock, so it cannot ask for a trial in between.
+    """
+    from searchcore.backends.storage import budget_lock
+
+    pending = [p for p in procs if p.poll() is None]
+    while pending:
+        for p in list(pending):
+            if p.poll() is not None:
+                pending.remove(p)
+                continue
+            with budget_lock(storage_url, study.study_name):
+                if not _joined_or_busy(study, p.pid):
+                    p.terminate()
+                    p.wait()
+                    pending.remove(p)
+        if pending:
+            progress.refresh()
+            time.sleep(0.5)
+
+
+def _joined_or_busy(study: Any, pid: int) -> bool:
+    """Whether the local worker ``pid`` ran a trial, or any trial is running (it may be that worker's,
+    its owner attributes not written yet)."""
+    import optuna
+
+    from searchcore.backends.storage import host_id
+
+    me = host_id()
+    for t in study.get_trials(deepcopy=False):
+        if t.state == optuna.trial.TrialState.RUNNING:
+            return True
+        if t.user_attrs.get("pid") == pid and t.user_attrs.get("host") == me:
+            return True
+    return False
 
 
 def state_counts(study: Any) -> dict[str, int]:
