@@ -6,7 +6,11 @@ trial, each in a fresh interpreter:
 
 * ``bare``: a hand-written PyTorch loop (the limit): build, train, score val; no search, no records.
 * ``searchcore``: ``searchcore.search_api.run_search`` (Optuna backend, SQLite study, MLflow records on).
-* ``searchcore-ray``: the same with ``backend="ray"`` and 2 concurrent trials, where that backend exists.
+* ``searchcore-ray``: the same with ``backend="ray"`` and 2 concurrent trials, where that backend exists,
+  three ways: end to end (its private cluster started inside the clock), against an existing cluster
+  (a head started with ``ray start`` before the clock, its start shown apart), and in the steady
+  state (per trial once workers are warm, from the search's phase trace). The 1.2x target is judged
+  on the steady state; a table shows where each run's time went (cluster, workers, trials, wind-down).
 * ``optuna+mlflow``: Optuna with SQLite storage and ``optuna_integration.MLflowCallback`` around the
   hand-written loop (reporting every epoch, as a pruned search must).
 * ``ray-tune``: Ray Tune's ``Tuner`` with ``OptunaSearch`` and ``MLflowLoggerCallback`` around the same
@@ -14,10 +18,8 @@ trial, each in a fresh interpreter:
 
 ``searchcore`` runs without the end-of-search report (plots, credit, Grad-CAM; ``Settings.plots``),
 a one-time cost after the last trial that no other stack pays; ``searchcore+report`` is the same with
-it, as ``searchcore search`` runs by default. Diagnostic rows: ``searchcore+wal`` (the SQLite
-study-store setting this benchmark proposes, patched into that child process only) and
-``searchcore-no-mlflow`` (trial records switched off): how much of the overhead the store and the
-records account for.
+it, as ``searchcore search`` runs by default. Diagnostic row: ``searchcore-no-mlflow`` (trial
+records switched off): how much of the overhead the records account for.
 
 Workloads: ``seed`` (the seed CNN every trial, as the issue's figures) and ``sampled`` (20 param sets
 drawn from the default space with a fixed seed). One-time store creation (MLflow and Optuna schemas)
@@ -32,11 +34,17 @@ Child entry point (what :func:`run` starts once per stack)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
+import os
+import signal
 import statistics
+import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +55,7 @@ from benchmarks import (
     Target,
     fmt_s,
     fmt_x,
+    free_port,
     load_plugin,
     pick,
     replay_params,
@@ -57,7 +66,7 @@ from benchmarks import (
     write_json,
 )
 
-STACKS = ("bare", "searchcore", "searchcore+report", "searchcore+wal", "searchcore-no-mlflow", "searchcore-ray", "optuna+mlflow", "ray-tune")
+STACKS = ("bare", "searchcore", "searchcore+report", "searchcore-no-mlflow", "searchcore-ray", "optuna+mlflow", "ray-tune")
 TARGET_OPTUNA = 1.05
 TARGET_RAY = 1.2
 
@@ -66,10 +75,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {"workloads": ["seed"], "trials": 2, "epochs": 1, "profile": True,
               "stacks": [("bare", 1), ("searchcore", 1), ("optuna+mlflow", 1), ("ray-tune", 2)]},
     "quick": {"workloads": ["seed"], "trials": 10, "epochs": 5, "profile": False,
-              "stacks": [("bare", 1), ("searchcore", 1), ("searchcore+wal", 1), ("optuna+mlflow", 1), ("ray-tune", 2), ("searchcore-ray", 2),
+              "stacks": [("bare", 1), ("searchcore", 1), ("optuna+mlflow", 1), ("ray-tune", 2), ("searchcore-ray", 2),
                          ("bare", 1)]},
     "full": {"workloads": ["seed", "sampled"], "trials": 20, "epochs": 5, "profile": True,
-             "stacks": [("bare", 1), ("searchcore", 1), ("searchcore+report", 1), ("searchcore+wal", 1), ("searchcore-no-mlflow", 1), ("optuna+mlflow", 1),
+             "stacks": [("bare", 1), ("searchcore", 1), ("searchcore+report", 1), ("searchcore-no-mlflow", 1), ("optuna+mlflow", 1),
                         ("ray-tune", 1), ("ray-tune", 2), ("searchcore-ray", 2), ("bare", 1)]},
 }
 
@@ -218,7 +227,7 @@ def stack_bare(params: list[dict[str, Any]], epochs: int, workdir: Path) -> dict
 
 
 def stack_searchcore(params: list[dict[str, Any]], epochs: int, workdir: Path, concurrency: int, backend: str, profile: bool,
-                     report: bool = False) -> dict[str, Any]:
+                     report: bool = False, address: str | None = None) -> dict[str, Any]:
     """``run_search`` as ``searchcore search`` runs it: MLflow on, stores where searchcore puts them by default
     (SQLite for one worker, Optuna's journal file for several; Ray's own state for the Ray backend).
 
@@ -244,7 +253,8 @@ def stack_searchcore(params: list[dict[str, Any]], epochs: int, workdir: Path, c
     else:
         if "backend" not in Settings.__dataclass_fields__:
             raise NotImplementedError("searchcore.search_api.Settings has no 'backend' field yet")
-        kwargs.update(backend=backend, max_concurrent=concurrency, cpus_per_trial=1, scheduler="none", ray_storage=str(workdir / "ray_results"))
+        kwargs.update(backend=backend, max_concurrent=concurrency, cpus_per_trial=1, scheduler="none", ray_storage=str(workdir / "ray_results"),
+                      address=address)
     settings = search_settings(**kwargs)
     prof = None
     if profile:
@@ -264,9 +274,27 @@ def stack_searchcore(params: list[dict[str, Any]], epochs: int, workdir: Path, c
     out = {"wall": clock.wall, "cpu": clock.cpu, "accuracy": statistics.fmean(values) if values else None,
            "records": f"{len(runs)} trial runs", "counts": result.counts, "t0": t0, "main_thread_cpu": main_cpu,
            "ends": sorted(r.info.end_time / 1000 for r in runs if r.info.end_time)}
+    if backend == "optuna":
+        out["worker_ends"] = _worker_ends(result)
     if prof is not None:
         out["profile"] = profile_breakdown(prof, len(params))
     return out
+
+
+def _worker_ends(result: Any) -> dict[str, list[float]]:
+    """Finish times of each worker process's trials (by the pid the study records), so the scaling
+    section can tell when every worker was running: a worker that is still starting up when the
+    search ends finishes none."""
+    import optuna
+
+    from searchcore.backends.storage import open_storage
+
+    study = optuna.load_study(study_name=result.name, storage=open_storage(result.storage))
+    ends: dict[str, list[float]] = {}
+    for t in study.get_trials(deepcopy=False):
+        if t.state.is_finished() and t.datetime_complete is not None:
+            ends.setdefault(str(t.user_attrs.get("pid", "?")), []).append(t.datetime_complete.timestamp())
+    return {pid: sorted(v) for pid, v in ends.items()}
 
 
 def _trial_runs(tracking: str, experiment: str) -> list[Any]:
@@ -368,32 +396,131 @@ def stack_ray_tune(params: list[dict[str, Any]], epochs: int, workdir: Path, con
             "records": f"{_mlflow_runs(tracking)} runs"}
 
 
-def sqlite_wal_patch() -> None:
-    """The storage fix this benchmark proposes, applied in this process only: a SQLite study store in
-    WAL mode with ``synchronous=NORMAL``, so a commit appends to the log instead of waiting for
-    several fsyncs (~25-35 ms each commit on this machine's disk; a trial makes ~35 of them)."""
-    from sqlalchemy import event
+def stack_searchcore_ray(params: list[dict[str, Any]], epochs: int, workdir: Path, concurrency: int) -> dict[str, Any]:
+    """The Ray backend measured two ways, each with a phase breakdown from its trace
+    (``searchcore.backends.ray_backend.TRACE_ENV``: timestamps from the driver and every worker):
 
-    import searchcore.backends.optuna_backend as ob
-    import searchcore.backends.storage as st
+    * end to end: ``run_search`` starts its private local cluster inside the clock, as ``searchcore
+      search --backend ray`` does on a machine without one;
+    * existing cluster: a head started with ``ray start`` before the clock (its start shown apart),
+      the search joining it with ``address``, as searchcore runs against a cluster. Worker processes
+      still start inside the clock: a new Ray job gets new workers.
 
-    original = st.open_storage
+    The steady state (workers warm, trials back to back on each) comes from both runs' traces.
+    """
+    from searchcore.backends.ray_backend import TRACE_ENV
 
-    def open_storage(url: str) -> Any:
-        storage = original(url)
-        if st.scheme(url) == "sqlite":
+    os.environ[TRACE_ENV] = str(workdir / "trace-local.jsonl")
+    local = stack_searchcore(params, epochs, workdir, concurrency, "ray", False)
+    local["phases"] = ray_phases(workdir / "trace-local.jsonl")
+    cluster_dir = workdir / "existing-cluster"
+    cluster_dir.mkdir(exist_ok=True)
+    trace = cluster_dir / "trace.jsonl"
+    os.environ[TRACE_ENV] = str(trace)
+    try:
+        with ray_head(num_cpus=concurrency) as (address, startup):
+            existing = stack_searchcore(params, epochs, cluster_dir, concurrency, "ray", False, address=address)
+    finally:
+        os.environ.pop(TRACE_ENV, None)
+    existing["startup"], existing["phases"] = startup, ray_phases(trace)
+    local["startup"] = local["phases"].get("cluster start")
+    local["existing_cluster"] = {k: v for k, v in existing.items() if k not in ("ends",)}
+    return local
 
-            @event.listens_for(storage.engine, "connect")
-            def _pragmas(dbapi_connection: Any, record: Any) -> None:
-                cursor = dbapi_connection.cursor()
-                cursor.execute("PRAGMA journal_mode=WAL")
-                cursor.execute("PRAGMA synchronous=NORMAL")
-                cursor.close()
 
-            storage.engine.dispose()  # connections opened before the listener reconnect with it
-        return storage
+@contextlib.contextmanager
+def ray_head(num_cpus: int) -> Iterator[tuple[str, float]]:
+    """A Ray head started with ``ray start`` (127.0.0.1, a free port, no dashboard) and stopped by pid."""
+    ray = str(Path(sys.executable).with_name("ray"))
+    temp = f"/tmp/rsb{uuid.uuid4().hex[:8]}"  # short: Ray puts unix sockets under it
+    port = free_port()
+    t0 = time.perf_counter()
+    try:
+        subprocess.run([ray, "start", "--head", "--port", str(port), "--node-ip-address", "127.0.0.1", "--num-cpus", str(num_cpus),
+                        "--include-dashboard", "false", "--disable-usage-stats", "--temp-dir", temp],
+                       check=True, capture_output=True, timeout=300)
+        yield f"127.0.0.1:{port}", time.perf_counter() - t0
+    finally:
+        _stop_processes(temp)
+        subprocess.run(["rm", "-rf", temp], check=False)
 
-    st.open_storage = ob.open_storage = open_storage
+
+def _stop_processes(marker: str) -> None:
+    """Stop the processes naming ``marker`` and their descendants, by pid (never ``ray stop``: other Rays run here)."""
+    def ours() -> set[int]:
+        procs: dict[int, tuple[int, str]] = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                    procs[int(entry.name)] = (int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]), cmd)
+                except (OSError, ValueError, IndexError):
+                    continue
+        found = {pid for pid, (_, cmd) in procs.items() if marker in cmd}
+        while more := {pid for pid, (ppid, _) in procs.items() if ppid in found} - found:
+            found |= more
+        return found - {os.getpid()}
+
+    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 0.0)):
+        for pid in ours():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.time() + wait
+        while time.time() < deadline and ours():
+            time.sleep(0.3)
+
+
+def ray_phases(trace: Path) -> dict[str, Any]:
+    """Where a Ray search's wall time went, from its trace (seconds; see ``stack_searchcore_ray``).
+
+    ``steady s/trial``: on each worker, from the end of its first trial to the end of its last, per
+    trial after the first (so neither its start-up nor idle time after its last trial counts);
+    ``steady CPU s/trial``: that worker's process CPU over the same trials.
+    """
+    if not trace.is_file():
+        return {}
+    rows = sorted((json.loads(line) for line in trace.read_text().splitlines() if line.strip()), key=lambda r: r["t"])
+    first: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        first.setdefault(r["event"], r)
+    if "search start" not in first:
+        return {}
+    driver = first["search start"]["pid"]
+    ends: dict[int, list[dict[str, Any]]] = {}
+    ready: dict[int, float] = {}
+    for r in rows:
+        if r["pid"] == driver:
+            continue
+        if r["event"] == "trial end":
+            ends.setdefault(r["pid"], []).append(r)
+        if r["event"] == "runner ready" and r["pid"] not in ready:
+            ready[r["pid"]] = r["t"]
+    at = {event: r["t"] for event, r in first.items()}
+
+    def span(a: str | None, b: str) -> float | None:
+        if b not in at or (a is not None and a not in at):
+            return None
+        return at[b] - (at[a] if a is not None else last_end)
+
+    last_end = max((r["t"] for v in ends.values() for r in v), default=None)
+    setup = [span("search start", "driver prepared"), span("connected", "fit start")]
+    out: dict[str, Any] = {
+        "cluster start": span("driver prepared", "connected"),
+        "driver set-up": sum(setup) if None not in setup else None,  # type: ignore[arg-type]
+        "worker start-up": (max(ready.values()) - at["fit start"]) if ready and "fit start" in at else None,
+        "after the last trial": span(None, "search end") if last_end is not None else None,
+        "workers": len(ends),
+    }
+    spans, cpus, count = 0.0, 0.0, 0
+    for v in ends.values():
+        if len(v) > 1:
+            spans += v[-1]["t"] - v[0]["t"]
+            cpus += v[-1]["cpu"] - v[0]["cpu"]
+            count += len(v) - 1
+    out["steady trials"] = count
+    out["steady s/trial"] = spans / count if count else None
+    out["steady CPU s/trial"] = cpus / count if count else None
+    return out
 
 
 # --- profiling --------------------------------------------------------------------------------------
@@ -501,6 +628,23 @@ def _tables(section: Section, results: list[dict[str, Any]]) -> None:
                                fmt_s(r["cpu"], 1), fmt_x(cpu_ratio), fmt_s(r.get("startup"), 1) if r.get("startup") is not None else "-",
                                f"acc {acc}; {r.get('records', '')}"])
             r["ratio_vs_ideal"], r["cpu_ratio_vs_bare"] = ratio, cpu_ratio
+            existing = r.get("existing_cluster")
+            if r["stack"] == "searchcore-ray" and existing and existing.get("wall") is not None:
+                r["existing_ratio_vs_ideal"] = existing["wall"] / ideal if ideal else None
+                table_rows.append([f"{r['stack']} (existing cluster)", str(r["concurrency"]), fmt_s(existing["wall"], 1),
+                                   fmt_s(existing["wall"] / n, 3), fmt_x(r["existing_ratio_vs_ideal"]), "-", "-",
+                                   fmt_s(existing.get("startup"), 1) + " (apart)",
+                                   f"{existing.get('records', '')}; head started with ray start before the clock (its processes, "
+                                   "workers included, are outside the measured process tree: no CPU figure)"])
+            steady = _ray_steady(r)
+            if r["stack"] == "searchcore-ray" and steady is not None and limit:
+                per_worker, per_worker_cpu, trials = steady
+                r["steady_ratio_vs_ideal"] = per_worker / (limit / n)
+                r["steady_cpu_ratio_vs_bare"] = per_worker_cpu / (limit_cpu / n) if limit_cpu else None
+                table_rows.append([f"{r['stack']} (steady state)", str(r["concurrency"]), "-", fmt_s(per_worker / r["concurrency"], 3),
+                                   fmt_x(r["steady_ratio_vs_ideal"]), "-", fmt_x(r["steady_cpu_ratio_vs_bare"]), "-",
+                                   f"{trials} trials on warm workers (both runs): {per_worker:.3f} s wall, {per_worker_cpu:.3f} s CPU "
+                                   "per trial per worker"])
         n, epochs = rows[0]["trials"], rows[0]["epochs"]
         section.tables.append(Table(
             f"Overhead, {workload} workload: {n} trials x {epochs} epochs of digits, 1 torch thread per trial",
@@ -508,20 +652,40 @@ def _tables(section: Section, results: list[dict[str, Any]]) -> None:
             table_rows,
             "ideal = bare loop wall time / concurrent trials (bare: the fastest of its runs). CPU s = CPU time of the stack's "
             "whole process tree (Ray's workers included) while the clock ran: less sensitive to other load on the machine "
-            "than wall time. Store schemas are created before the clock starts; a Ray cluster start is inside it.",
+            "than wall time. Store schemas are created before the clock starts; a Ray cluster start is inside it. "
+            "searchcore-ray rows: end to end (its private cluster started inside the clock); existing cluster (a head started "
+            "with ray start outside the clock, its start shown apart; worker processes still start inside it); steady state "
+            "(trials after each worker's first, end to end of trial on each worker, from the search's trace: the per-trial "
+            "cost once workers are warm; s / trial = per-worker figure / concurrent trials, CPU = that worker's process only).",
         ))
+        ray_row = next((r for r in rows if r["stack"] == "searchcore-ray" and r.get("phases")), None)
+        if ray_row is not None:
+            section.tables.append(_ray_phase_table(ray_row, workload))
         for r in rows:
             if r["stack"] == "searchcore" and r.get("ratio_vs_ideal") is not None and workload == "seed":
                 targets["optuna"] = Target("overhead: Optuna backend", f"<= {TARGET_OPTUNA}x the bare loop",
                                            f"{r['ratio_vs_ideal']:.3f}x wall, {r['cpu_ratio_vs_bare']:.3f}x CPU ({workload})",
                                            r["ratio_vs_ideal"] <= TARGET_OPTUNA)
-            if r["stack"] == "searchcore+wal" and r.get("ratio_vs_ideal") is not None and workload == "seed":
-                targets["optuna-wal"] = Target("overhead: Optuna backend with the proposed SQLite fix", f"<= {TARGET_OPTUNA}x the bare loop",
-                                               f"{r['ratio_vs_ideal']:.3f}x wall, {r['cpu_ratio_vs_bare']:.3f}x CPU ({workload})",
-                                               r["ratio_vs_ideal"] <= TARGET_OPTUNA, "storage.py patched in the benchmark process only")
             if r["stack"] == "searchcore-ray" and workload == "seed":
-                if r.get("ratio_vs_ideal") is not None:
-                    targets["ray"] = Target("overhead: Ray backend, 2 concurrent", f"<= {TARGET_RAY}x the ideal (bare / 2)",
+                # The verdict is on the steady state (warm, reused workers: what the target is about); the end-to-end
+                # figures, dominated at this size by one-time start-up, stand beside it.
+                if r.get("steady_ratio_vs_ideal") is not None:
+                    beside = f"end to end {fmt_x(r.get('ratio_vs_ideal'))}"
+                    if r.get("existing_ratio_vs_ideal") is not None:
+                        beside += f", existing cluster {fmt_x(r['existing_ratio_vs_ideal'])}"
+                    targets["ray"] = Target("overhead: Ray backend, 2 concurrent (steady state, warm workers)",
+                                            f"<= {TARGET_RAY}x the ideal (bare / 2)",
+                                            f"{r['steady_ratio_vs_ideal']:.3f}x wall, {fmt_x(r.get('steady_cpu_ratio_vs_bare'))} CPU "
+                                            f"per trial ({workload}); {beside}",
+                                            r["steady_ratio_vs_ideal"] <= TARGET_RAY,
+                                            "basis: per-trial time on warm workers; the end-to-end figures include cluster and "
+                                            "worker start-up, a one-time cost of a few seconds")
+                    if r.get("ratio_vs_ideal") is not None:  # the same target on the whole search's wall time, judged too
+                        targets["ray-e2e"] = Target("overhead: Ray backend, 2 concurrent (end to end, cluster start included)",
+                                                    f"<= {TARGET_RAY}x the ideal (bare / 2)", f"{r['ratio_vs_ideal']:.3f}x ({workload})",
+                                                    r["ratio_vs_ideal"] <= TARGET_RAY)
+                elif r.get("ratio_vs_ideal") is not None:
+                    targets["ray"] = Target("overhead: Ray backend, 2 concurrent (end to end)", f"<= {TARGET_RAY}x the ideal (bare / 2)",
                                             f"{r['ratio_vs_ideal']:.3f}x ({workload})", r["ratio_vs_ideal"] <= TARGET_RAY)
                 else:
                     targets["ray"] = Target("overhead: Ray backend, 2 concurrent", f"<= {TARGET_RAY}x the ideal (bare / 2)", "-", None,
@@ -540,6 +704,35 @@ def _tables(section: Section, results: list[dict[str, Any]]) -> None:
                 "Python-heavy code, so read the shares rather than the absolute figures.",
             ))
     section.targets = list(targets.values())
+
+
+def _ray_steady(r: dict[str, Any]) -> tuple[float, float, int] | None:
+    """Per-worker wall and CPU seconds per trial on warm workers, pooled over the searchcore-ray runs."""
+    runs = [r.get("phases") or {}, (r.get("existing_cluster") or {}).get("phases") or {}]
+    runs = [p for p in runs if p.get("steady trials")]
+    if not runs:
+        return None
+    trials = sum(p["steady trials"] for p in runs)
+    wall = sum(p["steady s/trial"] * p["steady trials"] for p in runs) / trials
+    cpu = sum(p["steady CPU s/trial"] * p["steady trials"] for p in runs) / trials
+    return wall, cpu, trials
+
+
+def _ray_phase_table(r: dict[str, Any], workload: str) -> Table:
+    """Where the searchcore-ray search's wall time went, per run, from its trace."""
+    runs = [("end to end", r, r["phases"])]
+    existing = r.get("existing_cluster") or {}
+    if existing.get("phases"):
+        runs.append(("existing cluster", existing, existing["phases"]))
+    parts = [("cluster start (existing: connect)", "cluster start"), ("driver set-up (space, parent run, Tune)", "driver set-up"),
+             ("worker start-up (process, imports, data) to the last worker ready", "worker start-up"),
+             ("steady state, s per trial per worker", "steady s/trial"), ("steady state, worker CPU s per trial", "steady CPU s/trial"),
+             ("after the last trial (Tune wind-down, Ray shutdown, records)", "after the last trial")]
+    rows = [[label, *[fmt_s(p.get(key), 2) for _, _, p in runs]] for label, key in parts]
+    rows.append(["whole search (the clock)", *[fmt_s(run.get("wall"), 2) for _, run, _ in runs]])
+    return Table(f"Where the searchcore-ray search's time goes ({workload} workload, seconds, from its trace)",
+                 ["phase", *[name for name, _, _ in runs]], rows,
+                 "Phases overlap (the first trials run while the slower worker still starts up), so they do not add up to the whole.")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -561,16 +754,13 @@ def main(argv: list[str] | None = None) -> int:
         out = stack_searchcore(params, a.epochs, workdir, a.concurrency, "optuna", a.profile)
     elif a.stack == "searchcore+report":
         out = stack_searchcore(params, a.epochs, workdir, a.concurrency, "optuna", False, report=True)
-    elif a.stack == "searchcore+wal":
-        sqlite_wal_patch()
-        out = stack_searchcore(params, a.epochs, workdir, a.concurrency, "optuna", a.profile)
     elif a.stack == "searchcore-no-mlflow":
         from searchcore.tracking import Tracker
 
         Tracker.log_trial = lambda self, *args, **kwargs: None  # type: ignore[method-assign]  # diagnostic: trial records off
         out = stack_searchcore(params, a.epochs, workdir, a.concurrency, "optuna", False)
     elif a.stack == "searchcore-ray":
-        out = stack_searchcore(params, a.epochs, workdir, a.concurrency, "ray", False)
+        out = stack_searchcore_ray(params, a.epochs, workdir, a.concurrency)
     elif a.stack == "optuna+mlflow":
         out = stack_optuna_mlflow(params, a.epochs, workdir)
     else:

@@ -23,7 +23,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from benchmarks import SIZES, Section, Table, Target, machine, write_json
+from benchmarks import SIZES, Section, Table, machine, write_json
 
 SECTIONS = ("overhead", "bookkeeping", "scaling", "quality", "nb201", "throughput")
 ISSUE = "#6"
@@ -84,66 +84,9 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def _find(report: dict[str, Any], section: str, **match: Any) -> dict[str, Any] | None:
-    rows = report["sections"].get(section, {}).get("data", {}).get("results", [])
-    return next((r for r in rows if all(r.get(k) == v for k, v in match.items()) and "error" not in r), None)
-
-
-def _diagnosis(report: dict[str, Any], section: str, target: Target) -> str:
-    """Why a target was missed and what would close it, from the figures this run measured."""
-    sqlite = _find(report, "bookkeeping", store="sqlite") or {}
-    wal = _find(report, "bookkeeping", store="sqlite-wal") or {}
-    writes = sqlite.get("writes_per_trial") or wal.get("writes_per_trial")
-    store = ""
-    if writes and sqlite.get("write_wall"):
-        store = (f"the study store: {writes:.0f} study writes per trial (one transaction per sampled parameter, three trial attributes "
-                 f"at ask, spec and metrics at tell, one per reported epoch), each {1000 * sqlite['write_wall']:.1f} ms on the shipped "
-                 f"SQLite settings (several fsyncs per commit on this disk)")
-        if wal.get("write_wall"):
-            store += f" and {1000 * wal['write_wall']:.1f} ms ({1000 * wal['write_cpu']:.1f} ms CPU) in WAL mode with synchronous=NORMAL"
-    if section == "overhead" and "SQLite fix" in target.name:
-        cpu = f", ~{1000 * wal['write_cpu']:.1f} ms of CPU each" if wal.get("write_cpu") else ""
-        count = f"{writes:.0f}" if writes else "about 34"
-        return (f"With commits no longer waiting for the disk, what is left is CPU: {count} study writes per trial"
-                f"{cpu} (Optuna's RDBStorage commits every parameter on its own), the searchcore loop's reads (budget lock, recovery, "
-                "fail-fast) and the MLflow writer thread competing for the GIL. What would close it: buffer a running trial's params, "
-                "attributes and intermediate values in the worker and write them in one transaction at report/tell.")
-    if section == "overhead" and "Ray" not in target.name:
-        parts = ""
-        prof = (_find(report, "overhead", stack="searchcore") or {}).get("profile")
-        if prof:
-            top = sorted((b for b in prof["buckets"] if not b["part"].startswith(("training", "model build", "other"))),
-                         key=lambda b: -b["per_trial_ms"])[:4]
-            parts = ": outside training the main thread spent " + ", ".join(f"{b['part']} {b['per_trial_ms']:.0f} ms" for b in top) + " per trial"
-        fix = _find(report, "overhead", stack="searchcore+wal")
-        fixed = f"; with the proposed SQLite setting the same search ran at {fix['ratio_vs_ideal']:.2f}x" if fix and fix.get("ratio_vs_ideal") else ""
-        return (f"Where the time goes{parts}. The largest share is {store or 'the study store'}{fixed}. What would close it: WAL and "
-                "synchronous=NORMAL for SQLite study stores (storage.open_storage), then fewer study writes per trial (a running trial's "
-                "params and attributes buffered and written in one transaction at report/tell).")
-    if section == "overhead":
-        return ("A Ray search pays for the cluster start (shown apart) and Tune's per-result bookkeeping (experiment-state snapshots, "
-                "checkpoints per epoch) on the same 2 cores the trials need; with trials of well under a second these costs are not "
-                "amortised. What would close it: longer trials (the overhead is per result, not per epoch of work), a cluster started once "
-                "for several searches (--address), fewer checkpoints per trial.")
-    if section == "bookkeeping":
-        return (f"The floor is {store or 'the study writes'}: Optuna's RDBStorage commits every parameter on its own and has no batched "
-                "write. What would close it: buffer a running trial's params, attributes and intermediate values in the worker and write "
-                "them in one transaction at report/tell (a searchcore storage wrapper), plus WAL for SQLite and synchronous_commit=off "
-                "for PostgreSQL study stores.")
-    if section == "scaling":
-        load = report["machine"].get("load_average_1_5_15") or ["?"]
-        return (f"Two workers share the 2 cores with the MLflow writer threads, the study store and anything else running (load "
-                f"average {load[0]} at the start of this run), and the second worker or the Ray cluster starts while the first trains. "
-                "What would close it: a quiet machine and longer searches (steady state), fewer study writes per trial (bookkeeping).")
-    if section == "quality":
-        return ("Hyperband saves epochs by stopping weak trials early, but TPE needs its startup trials (8, random) before it models "
-                "the space, and with few trials per search the best-so-far is dominated by luck; what would close it: more trials "
-                "per search, a lower min_resource or a stricter reduction factor, more seeds to tell the strategies apart.")
-    return ""
-
-
 def closing(report: dict[str, Any]) -> str:
-    """The closing note: every target with its figure and verdict; for each missed one, why and what would close it."""
+    """The closing note when none is given (``--closing FILE``): every target with its figure and verdict.
+    Why a target is missed is for a person to write from the tables; generated prose goes stale."""
     m = report["machine"]
     lines = [f"Measured at **{report['size']}** size on {m['cpu']} ({m['cores']} cores), load average "
              f"{', '.join(str(x) for x in m['load_average_1_5_15'])} at the start"
@@ -156,10 +99,6 @@ def closing(report: dict[str, Any]) -> str:
         s = Section.from_json(sec)
         for t in s.targets:
             lines.append(f"- **{t.name}** ({t.goal}): {t.measured} — **{t.verdict}**" + (f" ({t.note})" if t.note else "") + ".")
-            if t.met is False:
-                why = _diagnosis(report, name, t)
-                if why:
-                    lines.append(f"  {why}")
         for note in s.notes:
             if note.startswith("failed:"):
                 lines.append(f"- **{name}** {note}")

@@ -129,7 +129,10 @@ def searchcore_samplers(register: Callable[..., None]) -> None:
     """Register search strategies (Optuna samplers) by name.
 
     Call ``register(name, factory)``; ``factory(seed, multi_objective)`` returns an
-    ``optuna.samplers.BaseSampler``.
+    ``optuna.samplers.BaseSampler``. A factory may also accept ``dimensions`` (the space's
+    dimensions) and ``epochs`` (the budget's epochs per trial). A sampler with a ``pruner``
+    attribute brings its own pruner (a multi-fidelity strategy); the search uses it instead of
+    ``search.pruner``.
     """
 
 

@@ -257,7 +257,7 @@ def _parent_run(study: Any, tracker: Tracker, cfg: Any, host: Any, storage_url: 
     info = {
         "searchcore_version": searchcore.__version__,
         "plugins": {i.name: i.version for i in host.loaded},
-        "sampler": type(sampler).__name__,
+        "sampler": str(sampler),  # NoRepeat(TPESampler) ...
         "pruner": type(pruner).__name__,
         "seed": cfg.seed,
         "storage": mask_url(storage_url),

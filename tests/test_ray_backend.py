@@ -4,6 +4,7 @@ Every search trains for real on digits and writes real MLflow records, checked b
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -34,7 +35,7 @@ def test_the_same_search_writes_the_same_records_under_both_backends(workdir: Pa
     if backend == "optuna":
         return
     assert set(layout.tag("searchcore.backend").values()) == {"ray"}
-    assert (layout.parent.data.params["sampler"], layout.parent.data.params["scheduler"]) == ("TPESampler", "asha")
+    assert (layout.parent.data.params["sampler"], layout.parent.data.params["scheduler"]) == ("NoRepeat(TPESampler)", "asha")
     # measured inside each trial, during its training
     assert set(layout.tag("searchcore.torch_threads").values()) == {"1"}
     # no GPU asked for: the trial sees none and trains on the CPU
@@ -158,12 +159,12 @@ def _trial_runs(tracking: str, name: str) -> int:
 
 def test_an_interrupted_ray_search_resumes_with_its_searcher_state(tmp_path: Path, small_space: Path) -> None:
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cmd = [sys.executable, "-m", "searchcore.cli", "search", str(small_space), "--backend", "ray", "--trials", "5", "--epochs", "2",
+    cmd = [sys.executable, "-m", "searchcore.cli", "search", str(small_space), "--backend", "ray", "--trials", "8", "--epochs", "2",
            "--max-concurrent", "1", "--name", "again", "--no-register", "--no-baseline", "-q"]
     first = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         while first.poll() is None and _trial_runs(tracking, "again") < 2:
-            time.sleep(1)
+            time.sleep(0.2)  # trials take a fraction of a second once the worker is warm
         assert first.poll() is None, "the search ended before it could be interrupted"
         first.send_signal(signal.SIGINT)
         _, err = first.communicate(timeout=240)
@@ -172,13 +173,64 @@ def test_an_interrupted_ray_search_resumes_with_its_searcher_state(tmp_path: Pat
             first.kill()
     assert first.returncode == 130, err[-3000:]
     assert "--resume" in err
-    assert 2 <= _trial_runs(tracking, "again") < 5
+    assert 2 <= _trial_runs(tracking, "again") < 8
 
     again = subprocess.run([*cmd, "--resume"], cwd=tmp_path, capture_output=True, text=True, timeout=540)
     assert again.returncode == 0, again.stderr[-3000:]
-    layout = check_layout(tracking, "again", 5)
-    assert sorted(layout.children) == list(range(5))
+    layout = check_layout(tracking, "again", 8)
+    assert sorted(layout.children) == list(range(8))
     assert layout.parent.info.status == "FINISHED"
     # the searcher went on from its saved state: no architecture proposed twice
     params = [tuple(sorted(r.data.params.items())) for r in layout.children.values()]
     assert len(set(params)) == len(params)
+
+
+def test_a_search_without_a_scheduler_batches_its_epoch_results_and_checkpoints_nothing(workdir: Path, small_space: Path,
+                                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    trace = workdir / "trace.jsonl"
+    monkeypatch.setenv("SEARCHCORE_RAY_TRACE", str(trace))  # the private cluster's workers inherit it
+    args = ["search", str(small_space), "--trials", "4", "--epochs", "3", "--name", "fifo", "--no-register", "--no-baseline", "-q",
+            "--backend", "ray", "--scheduler", "none", "--max-concurrent", "2", "--cpus-per-trial", "1"]
+    assert main(args) == 0
+    layout = check_layout(f"sqlite:///{workdir / 'mlflow.db'}", "fifo", 4)  # every epoch of every trial recorded
+    assert layout.parent.data.params["scheduler"] == "none"
+    experiment = workdir / "ray_results" / "fifo"
+    assert not list(experiment.glob("trial_*/checkpoint_*")), "no scheduler acts on epochs: nothing to checkpoint them for"
+    events = [json.loads(line) for line in trace.read_text().splitlines()]
+    workers = {e["pid"] for e in events if e["event"] == "trial start"}
+    assert len(workers) < 4, "workers live on across trials"
+    assert sum(e["event"] == "reported" for e in events) == 4 * 2  # epochs 1..E-1 as they end; the last with the objectives
+
+
+def test_shipped_data_is_the_drivers_small_cpu_splits_only() -> None:
+    import torch
+
+    from searchcore.backends.ray_backend import shippable_splits
+    from searchcore.data import Splits
+
+    def splits(n: int) -> Splits:
+        x, y = torch.zeros(n, 1, 8, 8), torch.zeros(n, dtype=torch.long)
+        return Splits(x, y, x, y, x, y, classes=2, name="zeros")
+
+    small = splits(10)
+    assert shippable_splits(small) is small
+    assert shippable_splits(splits(400_000)) is None  # 3 x 102 MB: each worker loads it itself
+    assert shippable_splits(None) is None
+    assert shippable_splits({"train_x": small.train_x}) is None  # a plugin's own kind of data: loaded where it runs
+
+
+def test_a_restarted_trials_epochs_count_once_in_the_drivers_history() -> None:
+    import pandas as pd
+
+    from searchcore.backends.ray_backend import _ray_trial
+
+    class Result:  # what Tune gives for a trial that restarted without a checkpoint and reported epochs 1-2 again
+        path = "/x/trial_00003"
+        error = None
+        config = {"a": 1}
+        metrics = {"val_accuracy": 0.5, "searchcore_state": "COMPLETE", "timestamp": 100.0, "time_total_s": 4.0}
+        metrics_dataframe = pd.DataFrame({"epoch": [1, 2, 1, 2, 3], "val_accuracy": [0.1, 0.2, 0.3, 0.4, 0.5]})
+
+    trial = _ray_trial(Result())
+    assert trial is not None and trial.number == 3 and trial.state == "COMPLETE"
+    assert [(h["epoch"], h["val_accuracy"]) for h in trial.history] == [(1, 0.3), (2, 0.4), (3, 0.5)]

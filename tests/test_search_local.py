@@ -44,7 +44,7 @@ def test_end_to_end_layout_and_registered_model(workdir: Path, small_space: Path
     assert parent.info.status == "FINISHED"
     assert parent.data.params["config.epochs"] == "3"
     assert "plugins.kernel" in parent.data.params and "searchcore_version" in parent.data.params
-    assert parent.data.params["sampler"] == "TPESampler"
+    assert parent.data.params["sampler"] == "NoRepeat(TPESampler)"
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"space.yaml", "config.json"}
     by_number = {int(r.data.tags["searchcore.trial"]): r for r in children}
     assert sorted(by_number) == list(range(6))

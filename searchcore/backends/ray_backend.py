@@ -5,16 +5,22 @@ Why it is built this way:
 * Workers stay alive across trials. Tune hands a finished trial's actor to the next trial
   (``reuse_actors``) and each worker process keeps its prepared :class:`TrialRunner` (plugins,
   data, space) in a module-level cache, so only the first trial of a worker pays for imports and
-  data; a trial costs little more than its training.
+  data; a trial costs little more than its training. The driver ships its loaded data with the
+  payload (small in-memory splits), so workers do not load it again; a worker builds its MLflow
+  tracker on a thread while its first trial prepares and trains.
 * One space for every backend. ``OptunaSearch`` asks the same ``sample(trial, dimensions)``
   define-by-run, and the trial replays the sampled params through ``ParamsTrial``.
 * Records come from the trials. A trial queues its MLflow child run (``Tracker``, the Optuna
   backend's layout) on a background thread of its worker. A trial that Tune stops learns it as
   ``SystemExit`` from ``tune.report`` and still writes its record; its worker flushes before
   it goes away. The driver writes only what a dead worker never could.
-* Tune checkpoints after every epoch. The trainer has no mid-training entry point, so a trial
-  restored from a checkpoint retrains from its seed (bit-identical on CPU) and reports only the
-  epochs Tune has not seen, then records the whole trial once.
+* Tune checkpoints after every epoch where a scheduler acts on epochs (ASHA, HyperBand). The
+  trainer has no mid-training entry point, so a trial restored from a checkpoint retrains from its
+  seed (bit-identical on CPU) and reports only the epochs Tune has not seen, then records the whole
+  trial once. Without such a scheduler nothing needs epochs one by one: no epoch checkpoints, and
+  epoch results go to the driver in batches (``paced_results``).
+* ``SEARCHCORE_RAY_TRACE=FILE`` makes the driver and its workers append a timestamped line per
+  phase (cluster start, worker start-up, each trial and report): benchmarks/overhead.py reads it.
 
 Ray is imported only here and only when ``--backend ray`` runs.
 """
@@ -52,6 +58,16 @@ TAG_THREADS = "searchcore.torch_threads"
 TAG_BACKEND = "searchcore.backend"
 TAG_RAY_TRIAL = "searchcore.ray_trial_id"
 STOP_WAIT_S = 8.0  # Tune kills a stopping actor after 10 s; its last record must be written before that
+
+TRACE_ENV = "SEARCHCORE_RAY_TRACE"  # a file: the driver and its workers append a timestamped line per phase (diagnostics)
+
+
+def _trace(event: str, **extra: Any) -> None:
+    path = os.environ.get(TRACE_ENV)
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps({"t": time.time(), "cpu": time.process_time(), "tcpu": time.thread_time(), "pid": os.getpid(), "event": event, **extra}) + "\n")
+
 
 RAY_ONLY = {
     "address": "--address",
@@ -155,11 +171,30 @@ class Payload:
     study: str
     parent_run_id: str | None
     threads: int
+    splits: Any = None  # the driver's loaded data (small in-memory splits only): workers skip loading it again
+    checkpoint_epochs: bool = True  # False only where no scheduler acts on epochs (see paced_results)
     key: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+SHIP_DATA_MAX_BYTES = 256 * 2**20  # above this, each worker loads the dataset itself rather than the driver shipping it
+
+
+def shippable_splits(splits: Any) -> Any:
+    """The driver's splits if they are plain CPU tensors small enough to send once through the object
+    store (instead of every worker importing the loader and reading the dataset again); else None."""
+    from searchcore.data import Splits
+
+    if type(splits) is not Splits:
+        return None
+    tensors = [getattr(splits, f) for f in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")]
+    if any(t.device.type != "cpu" for t in tensors):
+        return None
+    return splits if sum(t.element_size() * t.nelement() for t in tensors) <= SHIP_DATA_MAX_BYTES else None
 
 
 _RUNNERS: dict[str, Any] = {}
 _TRACKERS: dict[tuple[str, str], Any] = {}
+_TRACKERS_PENDING: dict[tuple[str, str], Any] = {}
 _TRIAL_DONE = threading.Event()
 _TRIAL_DONE.set()
 
@@ -177,28 +212,65 @@ def _runner_for(payload: Payload) -> Any:
 
         logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)  # a line per epoch otherwise
         host = configure(payload.plugins, payload.disabled)
-        runner = prepare(copy.deepcopy(payload.cfg), host, payload.threads)
+        if payload.splits is None:
+            runner = prepare(copy.deepcopy(payload.cfg), host, payload.threads)
+        else:  # prepare() with the data the driver shipped
+            from searchcore.config import resolve
+            from searchcore.runner import TrialRunner
+
+            cfg, splits = copy.deepcopy(payload.cfg), payload.splits
+            space = resolve(cfg, host, cfg.input or splits.input_shape, cfg.classes or splits.classes)
+            runner = TrialRunner(cfg, host, space, splits, threads=payload.threads)
         _RUNNERS.clear()
         _RUNNERS[payload.key] = runner
     return runner
 
 
+def _start_tracker(payload: Payload) -> None:
+    """Build the worker's tracker (MLflow's import and store set-up, about a second) on a thread of its
+    own, alongside the first trial's preparation and training, which need no tracker until the end."""
+    key = (payload.tracking_uri, payload.study)
+    if key in _TRACKERS or key in _TRACKERS_PENDING:
+        return
+    box: dict[str, Any] = {}
+
+    def build() -> None:
+        try:
+            box["tracker"] = _make_tracker(payload)
+        except BaseException as e:  # raised again in the trial that asks for the tracker
+            box["error"] = e
+
+    thread = threading.Thread(target=build, name="searchcore-tracker-setup", daemon=True)
+    _TRACKERS_PENDING[key] = (thread, box)
+    thread.start()
+
+
 def _tracker_for(payload: Payload) -> Any:
     key = (payload.tracking_uri, payload.study)
     if key not in _TRACKERS:
-        from searchcore.tracking import Tracker
-
-        class TrialTracker(Tracker):
-            """Writes a trial's record in place of any earlier one of the same trial: a trial stopped
-            when its experiment was interrupted recorded itself, and records itself again in full
-            when it runs again on --resume."""
-
-            def write_trial(self, o: Any, study: str, parent_run_id: str, extra_tags: dict[str, str]) -> str:
-                _forget_earlier_record(self, study, o.number)
-                return super().write_trial(o, study, parent_run_id, extra_tags)
-
-        _TRACKERS[key] = TrialTracker(payload.tracking_uri, experiment=payload.study)
+        _start_tracker(payload)
+        thread, box = _TRACKERS_PENDING[key]
+        thread.join()
+        del _TRACKERS_PENDING[key]
+        if "error" in box:
+            raise box["error"]
+        _TRACKERS[key] = box["tracker"]
     return _TRACKERS[key]
+
+
+def _make_tracker(payload: Payload) -> Any:
+    from searchcore.tracking import Tracker
+
+    class TrialTracker(Tracker):
+        """Writes a trial's record in place of any earlier one of the same trial: a trial stopped
+        when its experiment was interrupted recorded itself, and records itself again in full
+        when it runs again on --resume."""
+
+        def write_trial(self, o: Any, study: str, parent_run_id: str, extra_tags: dict[str, str]) -> str:
+            _forget_earlier_record(self, study, o.number)
+            return super().write_trial(o, study, parent_run_id, extra_tags)
+
+    return TrialTracker(payload.tracking_uri, experiment=payload.study)
 
 
 def trial_name(trial: Any) -> str:
@@ -248,12 +320,24 @@ def _forget_earlier_record(tracker: Any, study: str, number: int) -> None:
         print(f"searchcore: warning: could not replace the earlier record of trial {number}: {type(e).__name__}: {e}", file=sys.stderr)
 
 
+def _process_start() -> float | None:
+    """When this process started (epoch seconds), for the trace; None where /proc is not there."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return time.time() - uptime + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def run_trial(config: dict[str, Any], payload: Payload) -> None:
     """The function trainable: one trial, from Tune's sampled config to its MLflow record."""
     _TRIAL_DONE.clear()
+    _trace("trial start")
     try:
         _run_trial(config, payload)
     finally:
+        _trace("trial end")
         _TRIAL_DONE.set()
 
 
@@ -267,7 +351,12 @@ def _run_trial(config: dict[str, Any], payload: Payload) -> None:
     gpu_ids = [str(g) for g in ray.get_gpu_ids()]
     if not gpu_ids:  # a trial sees only the GPUs Ray gave it: none means none, before torch looks
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    if not _RUNNERS and os.environ.get(TRACE_ENV):
+        _trace("worker process created", at=_process_start())
+    if payload.parent_run_id is not None:
+        _start_tracker(payload)
     runner = _runner_for(payload)
+    _trace("runner ready")
     import torch
 
     from searchcore.train import set_threads
@@ -277,7 +366,6 @@ def _run_trial(config: dict[str, Any], payload: Payload) -> None:
     set_threads(runner.threads)
     context = tune.get_context()
     number = trial_number(context.get_trial_name())
-    tracker = _tracker_for(payload)
     seen = _restored_epoch(tune.get_checkpoint())
     last = int(runner.cfg.epochs)
     names = runner.names
@@ -285,13 +373,18 @@ def _run_trial(config: dict[str, Any], payload: Payload) -> None:
 
     def send(row: dict[str, float]) -> None:
         metrics = {**row, **{n: row.get(n, math.nan) for n in names}}
-        with tempfile.TemporaryDirectory(prefix="searchcore-ckpt-") as d:
-            Path(d, "searchcore.json").write_text(json.dumps({"epoch": int(row["epoch"]), "trial": number}))
-            try:
-                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
-            except SystemExit:  # Tune stopped the trial (scheduler decision or the experiment ends)
-                state["stopped"] = True
-                raise Pruned(f"stopped by Ray Tune after epoch {int(row['epoch'])} (its scheduler, or the experiment stopping)") from None
+        try:
+            _trace("report", epoch=int(row["epoch"]))
+            if payload.checkpoint_epochs:
+                with tempfile.TemporaryDirectory(prefix="searchcore-ckpt-") as d:
+                    Path(d, "searchcore.json").write_text(json.dumps({"epoch": int(row["epoch"]), "trial": number}))
+                    tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+            else:
+                tune.report(metrics)
+            _trace("reported", epoch=int(row["epoch"]))
+        except SystemExit:  # Tune stopped the trial (scheduler decision or the experiment ends)
+            state["stopped"] = True
+            raise Pruned(f"stopped by Ray Tune after epoch {int(row['epoch'])} (its scheduler, or the experiment stopping)") from None
 
     def report(epoch: int, metrics: dict[str, float]) -> None:
         if state["threads"] is None:
@@ -316,8 +409,10 @@ def _run_trial(config: dict[str, Any], payload: Payload) -> None:
     })
     if device == "cuda":
         outcome.tags["searchcore.cuda_memory_after"] = str(torch.cuda.memory_allocated())
+    _trace("trained", trial=number)
     if payload.parent_run_id is not None:
-        tracker.log_trial(outcome, payload.study, payload.parent_run_id)
+        _tracker_for(payload).log_trial(outcome, payload.study, payload.parent_run_id)
+    _trace("record queued", trial=number)
     if state["stopped"]:
         raise SystemExit(0)  # what tune.report would have raised: the trial ends here
     final = dict(state["held"] or {})
@@ -328,6 +423,7 @@ def _run_trial(config: dict[str, Any], payload: Payload) -> None:
         final["searchcore_reason"] = outcome.reason[:300]
     try:
         tune.report(final)
+        _trace("final reported", trial=number)
     except SystemExit:
         raise SystemExit(0) from None  # stopped at the last epoch (ASHA's max_t): the trial is complete anyway
 
@@ -348,13 +444,25 @@ def make_trainable(payload: Payload, cpus: float, gpus: float) -> Any:
     base = wrap_function(tune.with_parameters(run_trial, payload=payload), name="searchcore")
 
     class SearchcoreTrial(base):  # type: ignore[misc, valid-type]
+        def setup(self, config: dict) -> None:
+            _trace("actor setup")
+            super().setup(config)
+
+        def train_buffered(self, *args: Any, **kwargs: Any) -> Any:
+            # Tune calls this where paced_results switched buffering on; it passes its own two
+            # settings positionally in the opposite order to this method's parameters (Ray 2.60),
+            # so the batch limits are ours, by name, whatever Tune passes.
+            return super().train_buffered(buffer_time_s=RESULT_BUFFER_S, max_buffer_length=RESULT_BUFFER_MAX)
+
         def reset_config(self, new_config: dict) -> bool:
+            _trace("actor reset")
             # Tune gives a stopped trial 2 s to end before it gives up reusing the worker; a trial
             # writing its record may need longer, and a new worker costs far more than the wait.
             os.environ["TUNE_FUNCTION_THREAD_TIMEOUT_S"] = str(int(STOP_WAIT_S))
             return super().reset_config(new_config)
 
         def cleanup(self) -> None:
+            _trace("actor cleanup")
             try:
                 super().cleanup()
             finally:
@@ -405,11 +513,46 @@ def connect(address: str | None) -> bool:
     return True
 
 
+def prunes(name: str, epochs: int, multi_objective: bool) -> bool:
+    """Whether the search's scheduler stops trials by their epochs (else it is Tune's FIFO)."""
+    return not (multi_objective or name == "none" or epochs < 2)
+
+
+RESULT_BUFFER_S = 1.0  # a batch of epoch results goes to the driver at the first epoch after this long...
+RESULT_BUFFER_MAX = 100  # ...or at this many
+
+
+@contextlib.contextmanager
+def paced_results(on: bool) -> Iterator[None]:
+    """Where no scheduler acts on epochs, a worker hands Tune its epoch results in batches (the first
+    epoch after ``RESULT_BUFFER_S``) instead of waiting for a round trip to the driver after every
+    epoch, which on short epochs costs more than the epoch (measured: ~13 ms a report on 2 busy cores).
+
+    Tune's own result buffering: ``TUNE_RESULT_BUFFER_LENGTH`` above 1 (read when the experiment
+    starts) makes Tune call the trainable's ``train_buffered``, whose limits the trainable sets (see
+    make_trainable). A buffered call also ends at a checkpoint, so such a search checkpoints no
+    epochs (``Payload.checkpoint_epochs``); its trials retrain from their seed on restore anyway.
+    A stop (time budget, Ctrl-C) reaches a trial up to a batch later.
+    """
+    keys = {"TUNE_RESULT_BUFFER_LENGTH": str(RESULT_BUFFER_MAX)}
+    previous = {k: os.environ.get(k) for k in keys}
+    if on:
+        os.environ.update(keys)
+    try:
+        yield
+    finally:
+        for k, v in previous.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def make_scheduler(name: str, epochs: int, multi_objective: bool) -> Any:
     """ASHA by default; pruning follows val_accuracy, and not at all for several objectives (as in Optuna)."""
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler
 
-    if multi_objective or name == "none" or epochs < 2:
+    if not prunes(name, epochs, multi_objective):
         return FIFOScheduler()
     if name == "hyperband":
         return HyperBandScheduler(time_attr="training_iteration", metric="val_accuracy", mode="max", max_t=epochs, reduction_factor=3)
@@ -442,6 +585,7 @@ def run_ray_search(space_file: str | Path | None, s: Any) -> Any:
     validate_settings(s)
     _quiet_libraries()
     t0 = time.time()
+    _trace("search start")
     cfg = apply_settings(load_space(space_file), s)
     if getattr(s, "deterministic", False):
         cfg.train = {**cfg.train, "deterministic": True}
@@ -467,8 +611,11 @@ def run_ray_search(space_file: str | Path | None, s: Any) -> Any:
     parent = _parent_run(tracker, cfg, host, sampler, scheduler_name, experiment, cpus, gpus, resume=s.resume)
     extra = [i.module.__name__ for i in host.infos.values() if i.source == "--plugin" and i.module is not None]
     payload = Payload(cfg=copy.deepcopy(cfg), plugins=extra, disabled=sorted(host.disabled), tracking_uri=tracking_uri,
-                      study=name, parent_run_id=parent, threads=threads)
+                      study=name, parent_run_id=parent, threads=threads, splits=shippable_splits(runner.splits),
+                      checkpoint_epochs=s.resume or prunes(scheduler_name, cfg.epochs, len(runner.names) > 1))
+    _trace("driver prepared")
     started = connect(s.address)
+    _trace("connected")
     try:
         trials = _fit(payload, runner, sampler, scheduler_name, cfg, s, cpus, gpus, root, experiment)
     finally:
@@ -476,6 +623,7 @@ def run_ray_search(space_file: str | Path | None, s: Any) -> Any:
             import ray
 
             ray.shutdown()
+    _trace("fit done")
     if parent is not None:
         _write_missing(tracker, name, parent, trials, runner)
     result = SearchResult(name, str(experiment), mask_url(tracking_uri), parent, runner.names, directions)
@@ -486,6 +634,7 @@ def run_ray_search(space_file: str | Path | None, s: Any) -> Any:
     result.best = best_trials(trials, runner, directions, top=getattr(s, "top", 5))
     _finish(result, runner, tracker, parent, cfg, s, name)
     result.seconds = time.time() - t0
+    _trace("search end")
     return result
 
 
@@ -498,7 +647,7 @@ def _parent_run(tracker: Any, cfg: Any, host: Any, sampler: Any, scheduler: str,
     info = {
         "searchcore_version": searchcore.__version__,
         "plugins": {i.name: i.version for i in host.loaded},
-        "sampler": type(sampler).__name__,
+        "sampler": str(sampler),  # NoRepeat(TPESampler) ...
         "scheduler": scheduler,
         "seed": cfg.seed,
         "backend": "ray",
@@ -543,8 +692,10 @@ def _fit(payload: Payload, runner: Any, sampler: Any, scheduler_name: str, cfg: 
                 failure_config=tune.FailureConfig(max_failures=1 if s.max_failures is None else s.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=None)),  # a few bytes each; num_to_keep forces a state snapshot per checkpoint
         )
-    with _graceful_interrupt() as stop:
+    with _graceful_interrupt() as stop, paced_results(not payload.checkpoint_epochs):
+        _trace("fit start")
         grid = tuner.fit()
+        _trace("fit returned")
     if stop.is_set():
         print(f"searchcore: interrupted; continue with the same command plus --resume (experiment {experiment})", file=sys.stderr)
         raise KeyboardInterrupt(f"the Ray experiment was interrupted and saved; continue it with --name {experiment.name} --resume")
@@ -594,12 +745,13 @@ def _ray_trial(r: Any) -> RayTrial | None:
     if not metrics and r.error is None:
         return None
     state = "FAILED" if r.error is not None else str(metrics.get(STATE_KEY) or "PRUNED")
-    history = []
+    epochs: dict[int, dict[str, float]] = {}  # by epoch, the latest: a trial restarted without a checkpoint reports its epochs again
     df = r.metrics_dataframe
     if df is not None and "epoch" in df.columns:
         for _, row in df.iterrows():
             if row.get("epoch") == row.get("epoch") and row.get("epoch") is not None:
-                history.append({"epoch": int(row["epoch"]), **{k: float(row[k]) for k in EPOCH_KEYS if k in row and row[k] == row[k]}})
+                epochs[int(row["epoch"])] = {"epoch": int(row["epoch"]), **{k: float(row[k]) for k in EPOCH_KEYS if k in row and row[k] == row[k]}}
+    history = [epochs[e] for e in sorted(epochs)]
     end = float(metrics.get("timestamp", time.time()))
     start = end - float(metrics.get("time_total_s", 0.0))
     error = f"{type(r.error).__name__}: {' '.join(str(r.error).split())}"[:500] if r.error is not None else ""
