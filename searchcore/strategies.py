@@ -188,12 +188,16 @@ class NoRepeatSampler(BaseSampler):
     (:func:`_novel`), instead of asking the wrapped sampler again, which is costly for TPE and
     usually gives the same answer once it has converged. Parameters of the relative search space
     that the wrapped sampler leaves to independent sampling (TPE's random start-up trials) are
-    drawn uniformly here so they can be checked too; the rest is passed through.
+    drawn uniformly here so they can be checked too; the rest is passed through. With
+    ``fill_independent=False`` only complete joint proposals are checked and everything else is
+    the wrapped sampler's own, draw for draw: a search that never meets a repeat runs exactly as
+    the wrapped sampler alone would.
     """
 
-    def __init__(self, sampler: BaseSampler, seed: int | None = None, max_attempts: int = 64) -> None:
+    def __init__(self, sampler: BaseSampler, seed: int | None = None, max_attempts: int = 64, fill_independent: bool = True) -> None:
         self.sampler = sampler
         self.max_attempts = max_attempts
+        self.fill_independent = fill_independent
         self._rng = random.Random(seed)
         self._random = RandomSampler(seed=None if seed is None else seed + 2)
         self._seen = SeenIndex()
@@ -216,6 +220,8 @@ class NoRepeatSampler(BaseSampler):
         names = sorted(search_space)
         if not names:
             return proposal
+        if not self.fill_independent and any(n not in proposal for n in names):
+            return proposal  # a partial proposal (TPE's start-up, one group of a conditional space): the wrapped sampler's own
         for name in names:  # left to independent sampling (TPE's random start-up): drawn here, so it can be checked
             if name not in proposal:
                 proposal[name] = self._random.sample_independent(study, trial, name, search_space[name])

@@ -68,3 +68,37 @@ def test_a_search_with_mf_evolution_screens_then_trains_the_best(workdir: Path, 
     assert len(trials) == 8
     assert all(t.state == S.PRUNED and t.last_step == 1 for t in trials[:3])  # screened at epoch 1 of 3
     assert any(t.state == S.COMPLETE and t.last_step == 3 for t in trials)  # and the best went on
+
+
+def conditional(trial: optuna.Trial) -> float:
+    """A conditional space like the default one: a choice opens a group of parameters."""
+    kind = trial.suggest_categorical("kind", ["plain", "dense"])
+    x = trial.suggest_float("x", -2.0, 2.0)
+    if kind == "dense":
+        return -abs(x) + 0.1 * trial.suggest_int("growth", 1, 4)
+    return -abs(x - 1)
+
+
+def test_the_default_tpe_is_tpe_proposal_for_proposal_until_a_repeat() -> None:
+    def run(sampler: optuna.samplers.BaseSampler) -> list[dict]:
+        study = optuna.create_study(direction="maximize", sampler=sampler)
+        study.optimize(conditional, n_trials=30)
+        return [t.params for t in study.trials]
+
+    tpe = lambda: optuna.samplers.TPESampler(seed=5, multivariate=True, group=True, n_startup_trials=8)  # noqa: E731
+    assert run(make_sampler("tpe", 5, ["maximize"], get_host())) == run(tpe())
+
+
+def test_the_default_tpe_never_repeats_itself_after_its_start_up() -> None:
+    def small(trial: optuna.Trial) -> float:  # 81 configurations, one clear optimum: TPE converges and repeats
+        return sum(trial.suggest_categorical(f"e{i}", [0, 1, 2]) for i in range(4))
+
+    def repeats_after_start_up(sampler: optuna.samplers.BaseSampler) -> int:
+        study = optuna.create_study(direction="maximize", sampler=sampler)
+        study.optimize(small, n_trials=40)
+        keys = [tuple(sorted(t.params.items())) for t in study.trials]
+        return sum(key in keys[:n] for n, key in enumerate(keys) if n >= 8)
+
+    assert repeats_after_start_up(make_sampler("tpe", 0, ["maximize"], get_host())) == 0
+    plain = optuna.samplers.TPESampler(seed=0, multivariate=True, group=True, n_startup_trials=8)
+    assert repeats_after_start_up(plain) > 0  # what it prevents: TPE alone re-proposes what it already evaluated
