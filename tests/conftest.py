@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
+
+# A test run started in the background (`make test &`, nohup, some CI runners) inherits SIGINT ignored,
+# and so would every search it starts: the tests that press Ctrl-C on a search need it delivered as
+# from a terminal. (An ignored signal stays ignored across exec; a handled one is reset to default.)
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 SMALL_SPACE = """\
 name: small
