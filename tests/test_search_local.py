@@ -158,3 +158,26 @@ def test_multi_objective_search_records_the_pareto_front(workdir: Path, small_sp
     assert {a["trial"] for a in recorded["architectures"]} == front
     versions = client.search_model_versions("name='mo'")
     assert len(versions) == len(front)
+
+
+class _AlwaysPrune(optuna.pruners.BasePruner):
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        return True
+
+
+def test_a_trial_that_trained_all_its_epochs_is_complete_whatever_the_pruner_says(workdir: Path, small_space: Path, one_thread: None) -> None:
+    from searchcore.backends import optuna_backend as ob
+    from searchcore.config import load_space
+    from searchcore.host import get_host
+    from searchcore.search_api import prepare
+
+    def run(epochs: int) -> list[optuna.trial.FrozenTrial]:
+        cfg = load_space(small_space)
+        cfg.epochs = epochs
+        url = f"sqlite:///{workdir / f'prune{epochs}.db'}"
+        study = ob.create_or_load("p", url, ["maximize"], optuna.samplers.RandomSampler(seed=0), _AlwaysPrune())
+        ob.work(study, url, prepare(cfg, get_host(), 1), budget=3, fail_fast=0)
+        return study.get_trials()
+
+    assert [(t.state, t.last_step) for t in run(2)] == [(optuna.trial.TrialState.PRUNED, 1)] * 3  # stopped early: pruned
+    assert [(t.state, t.last_step) for t in run(1)] == [(optuna.trial.TrialState.COMPLETE, 1)] * 3  # nothing left to save

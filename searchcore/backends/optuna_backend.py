@@ -146,6 +146,7 @@ def work(study: Any, storage_url: str, runner: TrialRunner, budget: int, tracker
     stats = WorkerStats()
     started = time.time()
     multi = len(runner.directions) > 1
+    last_epoch = runner.cfg.epochs
     fail_fast_open = fail_fast > 0  # until the first k trials are settled; then fail-fast can never stop this search
     while True:
         if timeout is not None and time.time() - started >= timeout:
@@ -174,9 +175,9 @@ def work(study: Any, storage_url: str, runner: TrialRunner, budget: int, tracker
             if multi or "val_accuracy" not in metrics:
                 return
             _trial.report(float(metrics["val_accuracy"]), epoch)
-            prune = _trial.should_prune()
+            prune = _trial.should_prune()  # asked at the last epoch too: the pruner records its rung
             flush(study._storage, _trial._trial_id)  # this epoch's value and rung, for other workers' pruners
-            if prune:
+            if prune and epoch < last_epoch:  # stopping a trial that has trained all its epochs saves nothing
                 raise Pruned(f"pruned at epoch {epoch}")
 
         def sampled(_trial: Any = trial) -> None:  # who runs it and what it trains, in one write, before training
