@@ -55,7 +55,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {"runs": [("sqlite", 4), ("postgresql-async", 4)], "profile": None, "tpe": [10]},
     "quick": {"runs": [("sqlite", 200), ("postgresql", 100), ("postgresql-async", 200)],
               "profile": ("sqlite", 60), "tpe": [100, 300]},
-    "full": {"runs": [(s, n) for n in (100, 1000) for s in STORES] + [("sqlite", 5000), ("postgresql", 5000)],
+    "full": {"runs": [(s, n) for n in (100, 1000) for s in STORES] + [("sqlite", 5000)],
              "profile": ("sqlite", 300), "tpe": [100, 1000]},
 }
 

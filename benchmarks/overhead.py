@@ -66,19 +66,19 @@ from benchmarks import (
     write_json,
 )
 
-STACKS = ("bare", "searchcore", "searchcore+report", "searchcore-no-mlflow", "searchcore-ray", "optuna+mlflow", "ray-tune")
+STACKS = ("bare", "searchcore", "searchcore+profile", "searchcore+report", "searchcore-no-mlflow", "searchcore-ray", "optuna+mlflow", "ray-tune")
 TARGET_OPTUNA = 1.05
 TARGET_RAY = 1.2
 
 # (workloads, trials, epochs, stacks as (name, concurrency), profile the searchcore stack)
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {"workloads": ["seed"], "trials": 2, "epochs": 1, "profile": True,
-              "stacks": [("bare", 1), ("searchcore", 1), ("optuna+mlflow", 1), ("ray-tune", 2)]},
+              "stacks": [("bare", 1), ("searchcore", 1), ("searchcore+profile", 1), ("optuna+mlflow", 1), ("ray-tune", 2)]},
     "quick": {"workloads": ["seed"], "trials": 10, "epochs": 5, "profile": False,
               "stacks": [("bare", 1), ("searchcore", 1), ("optuna+mlflow", 1), ("ray-tune", 2), ("searchcore-ray", 2),
                          ("bare", 1)]},
     "full": {"workloads": ["seed", "sampled"], "trials": 20, "epochs": 5, "profile": True,
-             "stacks": [("bare", 1), ("searchcore", 1), ("searchcore+report", 1), ("searchcore-no-mlflow", 1), ("optuna+mlflow", 1),
+             "stacks": [("bare", 1), ("searchcore", 1), ("searchcore+profile", 1), ("searchcore+report", 1), ("searchcore-no-mlflow", 1), ("optuna+mlflow", 1),
                         ("ray-tune", 1), ("ray-tune", 2), ("searchcore-ray", 2), ("bare", 1)]},
 }
 
@@ -587,7 +587,7 @@ def run(size: str, workdir: Path, log: Log) -> Section:
         replay.parent.mkdir(parents=True, exist_ok=True)
         replay.write_text(json.dumps(fixed_params(workload, n)))
         for i, (stack, conc) in enumerate(preset["stacks"]):
-            profile = preset["profile"] and stack == "searchcore"
+            profile = preset["profile"] and stack == "searchcore+profile"  # its own row: a profiled run is no figure to judge
             args = ["--stack", stack, "--trials", str(n), "--epochs", str(epochs), "--concurrency", str(conc)] + (["--profile"] if profile else [])
             log(f"  overhead: {workload} workload, {stack} x{conc} ({n} trials x {epochs} epochs)")
             row: dict[str, Any] = {"workload": workload, "stack": stack, "concurrency": conc, "trials": n, "epochs": epochs, "order": i}
@@ -662,10 +662,10 @@ def _tables(section: Section, results: list[dict[str, Any]]) -> None:
         if ray_row is not None:
             section.tables.append(_ray_phase_table(ray_row, workload))
         for r in rows:
-            if r["stack"] == "searchcore" and r.get("ratio_vs_ideal") is not None and workload == "seed":
-                targets["optuna"] = Target("overhead: Optuna backend", f"<= {TARGET_OPTUNA}x the bare loop",
-                                           f"{r['ratio_vs_ideal']:.3f}x wall, {r['cpu_ratio_vs_bare']:.3f}x CPU ({workload})",
-                                           r["ratio_vs_ideal"] <= TARGET_OPTUNA)
+            if r["stack"] == "searchcore" and "profile" not in r and r.get("ratio_vs_ideal") is not None:
+                targets[f"optuna-{workload}"] = Target(f"overhead: Optuna backend ({workload} workload)", f"<= {TARGET_OPTUNA}x the bare loop",
+                                                       f"{r['ratio_vs_ideal']:.3f}x wall, {r['cpu_ratio_vs_bare']:.3f}x CPU",
+                                                       r["ratio_vs_ideal"] <= TARGET_OPTUNA)
             if r["stack"] == "searchcore-ray" and workload == "seed":
                 # The verdict is on the steady state (warm, reused workers: what the target is about); the end-to-end
                 # figures, dominated at this size by one-time start-up, stand beside it.
@@ -690,7 +690,7 @@ def _tables(section: Section, results: list[dict[str, Any]]) -> None:
                 else:
                     targets["ray"] = Target("overhead: Ray backend, 2 concurrent", f"<= {TARGET_RAY}x the ideal (bare / 2)", "-", None,
                                             r.get("error", ""))
-        profiled = next((r for r in rows if r["stack"] == "searchcore" and "profile" in r), None)
+        profiled = next((r for r in rows if r["stack"].startswith("searchcore") and "profile" in r), None)
         if profiled is not None:
             prof, n = profiled["profile"], profiled["trials"]
             table_rows = [[b["part"], fmt_s(b["seconds"], 2), f"{b['per_trial_ms']:.1f}"] for b in prof["buckets"]]
@@ -752,6 +752,8 @@ def main(argv: list[str] | None = None) -> int:
         out = stack_bare(params, a.epochs, workdir)
     elif a.stack == "searchcore":
         out = stack_searchcore(params, a.epochs, workdir, a.concurrency, "optuna", a.profile)
+    elif a.stack == "searchcore+profile":
+        out = stack_searchcore(params, a.epochs, workdir, a.concurrency, "optuna", True)
     elif a.stack == "searchcore+report":
         out = stack_searchcore(params, a.epochs, workdir, a.concurrency, "optuna", False, report=True)
     elif a.stack == "searchcore-no-mlflow":

@@ -45,7 +45,7 @@ JOBS = 2
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {"seeds": 1, "trials": 2, "epochs": 1, "strategies": ["random", "tpe+hyperband"]},
     "quick": {"seeds": 3, "trials": 6, "epochs": 2, "strategies": list(STRATEGIES)},
-    "full": {"seeds": 5, "trials": 16, "epochs": 4, "strategies": list(STRATEGIES)},
+    "full": {"seeds": 5, "trials": 12, "epochs": 3, "strategies": list(STRATEGIES)},
 }
 
 SPACE = """\

@@ -46,7 +46,7 @@ def test_overhead(bench: Any, tmp_path: Path) -> None:
     assert rows["searchcore"]["accuracy"] == pytest.approx(rows["bare"]["accuracy"], abs=1e-6)
     assert rows["optuna+mlflow"]["accuracy"] == pytest.approx(rows["bare"]["accuracy"], abs=1e-6)
     assert rows["searchcore"]["records"] == "2 trial runs"
-    assert any(b["part"].startswith("training") and b["seconds"] > 0 for b in rows["searchcore"]["profile"]["buckets"])
+    assert any(b["part"].startswith("training") and b["seconds"] > 0 for b in rows["searchcore+profile"]["profile"]["buckets"])
 
 
 def test_replay_sampler_proposes_the_fixed_params(bench: Any) -> None:
