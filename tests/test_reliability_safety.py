@@ -21,7 +21,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -212,20 +211,9 @@ def test_no_server_defaults_to_all_interfaces_and_ray_auth_stays_on() -> None:
 
 
 @pytest.fixture
-def pg_db() -> Iterator[str]:
-    psycopg2 = pytest.importorskip("psycopg2")
-    name = f"sc_mask_{uuid.uuid4().hex[:8]}"
-    try:
-        conn = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="test")
-    except psycopg2.OperationalError as e:
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is not reachable: {e}")
-    conn.autocommit = True
-    conn.cursor().execute(f"CREATE DATABASE {name}")
-    try:
-        yield name
-    finally:
-        conn.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        conn.close()
+def pg_db(pg_url: str) -> str:
+    """The name of a fresh database (conftest's ``pg_url``), for URLs that carry a password."""
+    return pg_url.rsplit("/", 1)[1]
 
 
 def _search(argv: list[str], capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> tuple[int, str]:
