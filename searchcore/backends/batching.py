@@ -141,9 +141,8 @@ class BatchedStorage(BaseStorage):
 
     def get_all_trials(self, study_id: int, deepcopy: bool = True, states: Container[TrialState] | None = None) -> list[FrozenTrial]:
         trials = self._inner.get_all_trials(study_id, deepcopy=deepcopy, states=states)
-        for t in trials:
-            if t.state == TrialState.WAITING:
-                self._waiting[t._trial_id] = study_id
+        if states is not None and TrialState.WAITING in states:  # ask's look at the queue, before it pops one
+            self._waiting.update((t._trial_id, study_id) for t in trials if t.state == TrialState.WAITING)
         if not self._owned:
             return trials
         with self._lock:
