@@ -88,10 +88,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def fixed_params(kind: str, n: int, seed: int = 0) -> list[dict[str, Any]]:
     """``seed``: the seed CNN (every dimension off) ``n`` times; ``sampled``: ``n`` draws from the default space."""
-    import optuna
-
     from searchcore.config import load_space
     from searchcore.search_api import prepare
+    from searchcore.testing import seeded_samples
 
     host = load_plugin()
     cfg = load_space(None)
@@ -100,14 +99,7 @@ def fixed_params(kind: str, n: int, seed: int = 0) -> list[dict[str, Any]]:
         return [space.off_params() for _ in range(n)]
     if kind != "sampled":
         raise ValueError(f"workload must be 'seed' or 'sampled', got {kind!r}")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
-    out = []
-    for _ in range(n):
-        trial = study.ask()
-        out.append(space.sample(trial))
-        study.tell(trial, 0.0)
-    return out
+    return seeded_samples(space, seed, n)  # as a seeded random search draws them
 
 
 # --- the physical limit: a hand-written loop ------------------------------------------------------
