@@ -24,6 +24,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check searchcore plugins spaces tests examples benchmarks
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15
 
 bench: $(STAMP)
@@ -34,6 +35,7 @@ bench-quick: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check searchcore plugins spaces tests examples benchmarks
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf runs mlruns mlartifacts mlflow.db searchcore.db searchcore.journal* ray_results

@@ -5,7 +5,7 @@ module with ``run(size, workdir, log) -> Section``. Sizes: ``full`` (``make benc
 (``make bench-quick``, under 10 minutes on 2 cores) and ``smoke`` (the test suite: every code path
 at a tiny size, no figure meant to be read).
 
-This package is also a searchcore plugin, loaded with ``searchcore.host.configure(extra_modules=
+This package is also a searchcore plugin, loaded with ``searchcore.plugins.host.configure(extra_modules=
 ["benchmarks"])`` (or ``SEARCHCORE_PLUGINS=benchmarks`` for worker subprocesses). It adds:
 
 * sampler ``replay``: proposes the params listed in the JSON file named by ``$SEARCHCORE_BENCH_REPLAY``,
@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from searchcore.hookspecs import hookimpl
+from searchcore.plugins.hookspecs import hookimpl
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZES = ("smoke", "quick", "full")
@@ -353,9 +353,9 @@ def start_ray(num_cpus: int) -> None:
 
 
 def search_settings(**kwargs: Any) -> Any:
-    """``searchcore.search_api.Settings`` for a benchmark search: no end-of-search report (plots),
+    """``searchcore.engine.api.Settings`` for a benchmark search: no end-of-search report (plots),
     which is a one-time cost after the last trial, unless ``plots=True`` is asked for."""
-    from searchcore.search_api import Settings
+    from searchcore.engine.settings import Settings
 
     if "plots" in Settings.__dataclass_fields__:
         kwargs.setdefault("plots", False)
@@ -444,7 +444,7 @@ def _replay_factory(seed: int, multi_objective: bool) -> Any:
 
 def instant_evaluator(spec: dict, config: Any, report: Callable[[int, dict[str, float]], None]) -> dict[str, float]:
     """Zero-cost objective: a deterministic pseudo-accuracy from the spec, one reported epoch."""
-    from searchcore.spec import spec_hash
+    from searchcore.arch.spec import spec_hash
 
     value = int(spec_hash(spec)[:8], 16) / 0xFFFFFFFF
     metrics = {"val_accuracy": value, "train_loss": 1.0 - value, "lr": 0.0, "epoch_seconds": 0.0}
@@ -457,10 +457,10 @@ def train_test_evaluator(spec: dict, config: Any, report: Callable[[int, dict[st
 
     The test split is scored once after training and stored as a metric; no sampler or pruner sees it.
     """
-    from searchcore.build import build, param_count
-    from searchcore.cli import load_splits
-    from searchcore.host import get_host
-    from searchcore.train import TrainConfig, evaluate, train_model
+    from searchcore.arch.build import build, param_count
+    from searchcore.cli.main import load_splits
+    from searchcore.plugins.host import get_host
+    from searchcore.train.trainer import TrainConfig, evaluate, train_model
 
     host = get_host()
     splits = load_splits(config, host)
@@ -484,7 +484,7 @@ def searchcore_evaluators(register: Callable[..., None]) -> None:
 
 def load_plugin() -> Any:
     """(Re)load searchcore's plugins in this process with this package's sampler and evaluators added."""
-    from searchcore.host import configure, get_host
+    from searchcore.plugins.host import configure, get_host
 
     host = get_host()
     if PLUGIN_MODULE in host.infos and host.infos[PLUGIN_MODULE].ok:

@@ -1,6 +1,6 @@
 """Section 2, bookkeeping at scale: what searchcore itself costs per trial when the objective costs nothing.
 
-A real ``searchcore.search_api.run_search`` (Optuna backend, its work loop, study storage, MLflow
+A real ``searchcore.engine.api.run_search`` (Optuna backend, its work loop, study storage, MLflow
 records on) runs the default space with the benchmark plugin's ``instant`` evaluator, which returns
 a pseudo-accuracy at once after reporting one epoch. What is left is sampling, the study writes,
 the budget lock and recovery checks, pruning, and queueing the MLflow record. Per-trial cost is the
@@ -106,7 +106,7 @@ class Stores:
         """Create both schemas before any clock starts: a one-time cost, not a per-trial one."""
         from mlflow.tracking import MlflowClient
 
-        from searchcore.backends.storage import open_storage
+        from searchcore.engine.backends.storage import open_storage
 
         open_storage(self.study_url)
         MlflowClient(tracking_uri=self.tracking_uri).search_experiments()
@@ -115,7 +115,7 @@ class Stores:
         """(wall, CPU) seconds of one study write (``set_user_attr`` on a running trial) in this store."""
         import optuna
 
-        from searchcore.backends.storage import open_storage
+        from searchcore.engine.backends.storage import open_storage
 
         study = optuna.create_study(study_name=f"probe-{uuid.uuid4().hex[:6]}", storage=open_storage(self.study_url))
         trial = study.ask()
@@ -131,7 +131,7 @@ class Stores:
         import psycopg2
         import sqlalchemy
 
-        from searchcore.backends import storage
+        from searchcore.engine.backends import storage
 
         for engine in storage._engines.values():  # the budget lock's engine holds a connection pool
             if isinstance(engine, sqlalchemy.engine.Engine):
@@ -177,8 +177,8 @@ def one_run(kind: str, trials: int, workdir: Path, profile: bool) -> dict[str, A
     """The search, timed; per-trial gaps read back from the study."""
     import optuna
 
-    from searchcore.backends.storage import open_storage
-    from searchcore.search_api import run_search
+    from searchcore.engine.api import run_search
+    from searchcore.engine.backends.storage import open_storage
 
     load_plugin()
     stores = Stores(kind, workdir)
@@ -235,8 +235,8 @@ def tpe_cost(counts: list[int]) -> list[dict[str, Any]]:
     """Optuna's TPE (searchcore's settings) on the default space, in memory: the sampler's own cost at n trials."""
     import optuna
 
-    from searchcore.config import load_space
-    from searchcore.search_api import prepare
+    from searchcore.engine.config import load_space
+    from searchcore.engine.runner import prepare
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     host = load_plugin()

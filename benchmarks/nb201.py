@@ -37,8 +37,8 @@ import optuna
 from searchcore_plugins import nasbench201 as nb
 
 from benchmarks import Log, Section, Table, Target, machine, pick, write_json
+from searchcore.engine.strategies import EvolutionSampler, multi_fidelity_evolution, multi_fidelity_tpe
 from searchcore.space import sample
-from searchcore.strategies import EvolutionSampler, multi_fidelity_evolution, multi_fidelity_tpe
 
 # the shared data folder sits beside the project checkout (../shared), in CI as here
 SHARED_TABLE = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "nas-bench-201" / "cifar10.csv")
@@ -55,9 +55,9 @@ Strategy = Callable[[int], tuple[optuna.samplers.BaseSampler, Any]]
 def searchcore_default(seed: int) -> tuple[optuna.samplers.BaseSampler, Any]:
     """What ``searchcore search`` runs when the space names no strategy (sampler ``auto``, its default
     pruner), resolved through the plugins' catalog as a search does, for 200-epoch trials."""
-    from searchcore.backends.optuna_backend import make_pruner, make_sampler
-    from searchcore.config import SpaceConfig
-    from searchcore.host import get_host
+    from searchcore.engine.config import SpaceConfig
+    from searchcore.engine.samplers import make_pruner, make_sampler
+    from searchcore.plugins.host import get_host
 
     cfg = SpaceConfig(source="(defaults)", text="")
     sampler = make_sampler(cfg.sampler, seed, ["maximize"], get_host(), epochs=nb.FULL_EPOCHS)

@@ -5,7 +5,7 @@ sets by trial number), for the same epochs, on the same digits split, with one t
 trial, each in a fresh interpreter:
 
 * ``bare``: a hand-written PyTorch loop (the limit): build, train, score val; no search, no records.
-* ``searchcore``: ``searchcore.search_api.run_search`` (Optuna backend, SQLite study, MLflow records on).
+* ``searchcore``: ``searchcore.engine.api.run_search`` (Optuna backend, SQLite study, MLflow records on).
 * ``searchcore-ray``: the same with ``backend="ray"`` and 2 concurrent trials, where that backend exists,
   three ways: end to end (its private cluster started inside the clock), against an existing cluster
   (a head started with ``ray start`` before the clock, its start shown apart), and in the steady
@@ -88,9 +88,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def fixed_params(kind: str, n: int, seed: int = 0) -> list[dict[str, Any]]:
     """``seed``: the seed CNN (every dimension off) ``n`` times; ``sampled``: ``n`` draws from the default space."""
-    from searchcore.config import load_space
-    from searchcore.search_api import prepare
-    from searchcore.testing import seeded_samples
+    from searchcore.authoring.testing import seeded_samples
+    from searchcore.engine.config import load_space
+    from searchcore.engine.runner import prepare
 
     host = load_plugin()
     cfg = load_space(None)
@@ -159,9 +159,9 @@ class _Context:
     def __init__(self) -> None:
         import torch
 
-        from searchcore.config import load_space
-        from searchcore.search_api import prepare
-        from searchcore.train import set_threads
+        from searchcore.engine.config import load_space
+        from searchcore.engine.runner import prepare
+        from searchcore.train.trainer import set_threads
 
         set_threads(1)
         torch.set_num_threads(1)
@@ -171,7 +171,7 @@ class _Context:
         self.space, self.splits, self.blocks = runner.space, runner.splits, self.host.blocks()
 
     def model(self, params: dict[str, Any]) -> Any:
-        from searchcore.build import build
+        from searchcore.arch.build import build
 
         return build(self.space.spec(params), self.blocks, seed=self.cfg.seed)
 
@@ -226,7 +226,8 @@ def stack_searchcore(params: list[dict[str, Any]], epochs: int, workdir: Path, c
     ``report``: also make the end-of-search report (plots, credit, Grad-CAM: ``Settings.plots``, on by
     default); off otherwise, as it is a one-time cost after the last trial that no other stack pays.
     """
-    from searchcore.search_api import Settings, run_search
+    from searchcore.engine.api import run_search
+    from searchcore.engine.settings import Settings
 
     context()  # data loaded (and cached) before the clock, as for every stack
     tracking = f"sqlite:///{workdir / 'mlflow.db'}"
@@ -244,7 +245,7 @@ def stack_searchcore(params: list[dict[str, Any]], epochs: int, workdir: Path, c
         kwargs.update(workers=concurrency, threads=1)
     else:
         if "backend" not in Settings.__dataclass_fields__:
-            raise NotImplementedError("searchcore.search_api.Settings has no 'backend' field yet")
+            raise NotImplementedError("searchcore.engine.api.Settings has no 'backend' field yet")
         kwargs.update(backend=backend, max_concurrent=concurrency, cpus_per_trial=1, scheduler="none", ray_storage=str(workdir / "ray_results"),
                       address=address)
     settings = search_settings(**kwargs)
@@ -279,7 +280,7 @@ def _worker_ends(result: Any) -> dict[str, list[float]]:
     search ends finishes none."""
     import optuna
 
-    from searchcore.backends.storage import open_storage
+    from searchcore.engine.backends.storage import open_storage
 
     study = optuna.load_study(study_name=result.name, storage=open_storage(result.storage))
     ends: dict[str, list[float]] = {}
@@ -390,7 +391,7 @@ def stack_ray_tune(params: list[dict[str, Any]], epochs: int, workdir: Path, con
 
 def stack_searchcore_ray(params: list[dict[str, Any]], epochs: int, workdir: Path, concurrency: int) -> dict[str, Any]:
     """The Ray backend measured two ways, each with a phase breakdown from its trace
-    (``searchcore.backends.ray_backend.TRACE_ENV``: timestamps from the driver and every worker):
+    (``searchcore.engine.backends.ray.TRACE_ENV``: timestamps from the driver and every worker):
 
     * end to end: ``run_search`` starts its private local cluster inside the clock, as ``searchcore
       search --backend ray`` does on a machine without one;
@@ -400,7 +401,7 @@ def stack_searchcore_ray(params: list[dict[str, Any]], epochs: int, workdir: Pat
 
     The steady state (workers warm, trials back to back on each) comes from both runs' traces.
     """
-    from searchcore.backends.ray_backend import TRACE_ENV
+    from searchcore.engine.backends.ray import TRACE_ENV
 
     os.environ[TRACE_ENV] = str(workdir / "trace-local.jsonl")
     local = stack_searchcore(params, epochs, workdir, concurrency, "ray", False)
@@ -519,20 +520,20 @@ def ray_phases(trace: Path) -> dict[str, Any]:
 
 # (label, function name suffixes matched against "file:function") in the order they are claimed
 PROFILE_BUCKETS: list[tuple[str, tuple[str, ...]]] = [
-    ("training (train_model)", ("searchcore/fit.py:fit", "searchcore/train.py:train_model")),
-    ("model build", ("searchcore/build.py:build",)),
-    ("gc.collect after each trial", ("searchcore/runner.py:release_memory",)),
-    ("sampling + param writes (space.to_spec)", ("searchcore/space.py:to_spec",)),
+    ("training (train_model)", ("searchcore/train/fit.py:fit", "searchcore/train/trainer.py:train_model")),
+    ("model build", ("searchcore/arch/build.py:build",)),
+    ("gc.collect after each trial", ("searchcore/engine/runner.py:release_memory",)),
+    ("sampling + param writes (space.to_spec)", ("searchcore/space/dimensions.py:to_spec",)),
     ("ask + trial user attrs", ("optuna/study/study.py:ask", "optuna/trial/_trial.py:set_user_attr")),
     ("report + should_prune", ("optuna/trial/_trial.py:report", "optuna/trial/_trial.py:should_prune")),
-    ("tell (spec/metrics attrs + state)", ("searchcore/backends/optuna_backend.py:tell",)),
-    ("budget lock + recovery + get_trials", ("searchcore/backends/storage.py:budget_lock", "optuna_backend.py:recover_interrupted",
-                                             "optuna/study/study.py:get_trials", "optuna_backend.py:interrupted", "optuna_backend.py:counted")),
-    ("fail-fast check", ("optuna_backend.py:_fail_fast",)),
-    ("heartbeat thread start/stop", ("optuna_backend.py:__enter__", "optuna_backend.py:__exit__")),
-    ("MLflow enqueue + final flush", ("searchcore/tracking.py:log_trial", "searchcore/tracking.py:flush")),
-    ("search set-up (study, parent run, data)", ("searchcore/search_api.py:prepare", "searchcore/search_api.py:_parent_run",
-                                                 "optuna_backend.py:create_or_load", "searchcore/tracking.py:end_search")),
+    ("tell (spec/metrics attrs + state)", ("searchcore/engine/backends/optuna.py:tell",)),
+    ("budget lock + recovery + get_trials", ("searchcore/engine/backends/storage.py:budget_lock", "searchcore/engine/backends/optuna.py:recover_interrupted",
+                                             "optuna/study/study.py:get_trials", "searchcore/engine/backends/optuna.py:interrupted", "searchcore/engine/backends/optuna.py:counted")),
+    ("fail-fast check", ("searchcore/engine/backends/optuna.py:_fail_fast",)),
+    ("heartbeat thread start/stop", ("searchcore/engine/backends/optuna.py:__enter__", "searchcore/engine/backends/optuna.py:__exit__")),
+    ("MLflow enqueue + final flush", ("searchcore/track/tracking.py:log_trial", "searchcore/track/tracking.py:flush")),
+    ("search set-up (study, parent run, data)", ("searchcore/engine/runner.py:prepare", "searchcore/engine/backends/optuna_search.py:_parent_run",
+                                                 "searchcore/engine/backends/optuna.py:create_or_load", "searchcore/track/tracking.py:end_search")),
 ]
 
 
@@ -749,7 +750,7 @@ def main(argv: list[str] | None = None) -> int:
     elif a.stack == "searchcore+report":
         out = stack_searchcore(params, a.epochs, workdir, a.concurrency, "optuna", False, report=True)
     elif a.stack == "searchcore-no-mlflow":
-        from searchcore.tracking import Tracker
+        from searchcore.track.tracking import Tracker
 
         Tracker.log_trial = lambda self, *args, **kwargs: None  # type: ignore[method-assign]  # diagnostic: trial records off
         out = stack_searchcore(params, a.epochs, workdir, a.concurrency, "optuna", False)

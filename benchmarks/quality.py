@@ -1,6 +1,6 @@
 """Section 4, search quality with real training: best test accuracy against epochs consumed.
 
-Every search is ``searchcore.search_api.run_search`` on the default digits space with real training
+Every search is ``searchcore.engine.api.run_search`` on the default digits space with real training
 (searchcore's trainer), one torch thread, MLflow on, for several seeds per strategy:
 
 * ``random``: random sampler, no pruner;
@@ -65,7 +65,7 @@ def one_search(strategy: str, seed: int, trials: int, epochs: int, workdir: Path
     """Run one search and return its trials in completion order: epochs used, val and test accuracy, size."""
     import optuna
 
-    from searchcore.search_api import run_search
+    from searchcore.engine.api import run_search
 
     load_plugin()
     if strategy == "baseline":
@@ -88,8 +88,9 @@ def one_search(strategy: str, seed: int, trials: int, epochs: int, workdir: Path
 
 def baseline(seed: int, epochs: int) -> float:
     """Test accuracy of the seed CNN (every plugin off) trained like a trial with ``seed``."""
-    from searchcore.config import load_space
-    from searchcore.search_api import baseline_test_accuracy, prepare
+    from searchcore.engine.config import load_space
+    from searchcore.engine.results import baseline_test_accuracy
+    from searchcore.engine.runner import prepare
 
     cfg = load_space(None)
     cfg.seed, cfg.epochs = seed, epochs

@@ -1,7 +1,7 @@
 """Section 3, parallel scaling: finished trials per minute with 1 and 2 workers on this machine's cores.
 
 The same seed-CNN trials as the overhead section (the ``replay`` sampler, one torch thread per
-trial, MLflow on), run by ``searchcore.search_api.run_search``:
+trial, MLflow on), run by ``searchcore.engine.api.run_search``:
 
 * Optuna backend, ``workers=1`` and ``workers=2`` (the second worker is a ``searchcore worker``
   subprocess on Optuna's journal file, searchcore's default store for several local workers);

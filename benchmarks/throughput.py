@@ -1,7 +1,7 @@
 """Section 6, trainer throughput: training samples per second of searchcore's trainer vs. a bare loop.
 
-Same model (the seed CNN, built by ``searchcore.build.build`` with the same seed), same data, same
-batches, same optimiser and schedule, same per-epoch val scoring: ``searchcore.train.train_model``
+Same model (the seed CNN, built by ``searchcore.arch.build.build`` with the same seed), same data, same
+batches, same optimiser and schedule, same per-epoch val scoring: ``searchcore.train.trainer.train_model``
 against the hand-written loop of the overhead section (:func:`benchmarks.overhead.bare_fit`). Two
 workloads: the digits split (8x8, tiny: per-step overheads dominate) and a CIFAR-shaped synthetic
 set (3x32x32: convolution dominates). On CPU both run fp32 with the given torch threads; on a GPU
@@ -29,7 +29,7 @@ def cifar_shaped(n: int, seed: int = 0) -> Any:
     """Random 3x32x32 images in 10 classes (train ``n``, val and test ``n // 4``): the shape of CIFAR-10."""
     import torch
 
-    from searchcore.data import Splits
+    from searchcore.train.data import Splits
 
     g = torch.Generator().manual_seed(seed)
     m = max(2, n // 4)
@@ -42,8 +42,8 @@ def cifar_shaped(n: int, seed: int = 0) -> Any:
 
 
 def digits() -> Any:
-    from searchcore.cli import load_splits
-    from searchcore.config import load_space
+    from searchcore.cli.main import load_splits
+    from searchcore.engine.config import load_space
 
     return load_splits(load_space(None), load_plugin())
 
@@ -53,9 +53,9 @@ def measure(workload: str, splits: Any, epochs: int, repeats: int, threads: int,
     import torch
 
     from benchmarks.overhead import bare_fit
-    from searchcore.build import build
-    from searchcore.core import seed_cnn
-    from searchcore.train import TrainConfig, set_threads, train_model
+    from searchcore.arch.build import build
+    from searchcore.builtin.core import seed_cnn
+    from searchcore.train.trainer import TrainConfig, set_threads, train_model
 
     set_threads(threads)
     torch.set_num_threads(threads)

@@ -2,5 +2,5 @@
 
 Each module is one plugin, registered through the ``searchcore`` entry-point group in
 pyproject.toml exactly as a third-party plugin would be. Shared helpers live in
-``searchcore.improve`` so that no plugin imports another.
+``searchcore.arch.improve`` so that no plugin imports another.
 """

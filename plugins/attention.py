@@ -8,9 +8,9 @@ import torch
 from torch import nn
 from torchvision.ops import SqueezeExcitation
 
-from searchcore.build import BuildContext
-from searchcore.hookspecs import hookimpl
-from searchcore.improve import conv_stages, copy_spec, stage_name
+from searchcore.arch.build import BuildContext
+from searchcore.arch.improve import conv_stages, copy_spec, stage_name
+from searchcore.plugins.hookspecs import hookimpl
 from searchcore.space import Dimension
 
 

@@ -7,9 +7,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from searchcore.build import BuildContext, conv_block
-from searchcore.hookspecs import hookimpl
-from searchcore.improve import common, conv_stages, copy_spec, stage_name
+from searchcore.arch.build import BuildContext, conv_block
+from searchcore.arch.improve import common, conv_stages, copy_spec, stage_name
+from searchcore.plugins.hookspecs import hookimpl
 from searchcore.space import Dimension
 
 

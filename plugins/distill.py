@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from searchcore.build import BuildContext
+from searchcore.arch.build import BuildContext
+from searchcore.arch.improve import copy_spec
 from searchcore.errors import UsageError
-from searchcore.hookspecs import hookimpl
-from searchcore.improve import copy_spec
+from searchcore.plugins.hookspecs import hookimpl
 from searchcore.space import Dimension
 
 BLOCK = "distill.teacher"
@@ -38,7 +38,7 @@ def searchcore_options() -> dict[str, Any]:
 
 
 def _teacher_spec(options: dict) -> dict:
-    from searchcore import models
+    from searchcore.track import models
 
     return models.lookup(options["teacher"], models.pinned_tracking(options["tracking_uri"] or None)).spec
 
@@ -65,7 +65,7 @@ def searchcore_dimensions(base: dict, options: dict) -> list[Dimension]:
 
 @hookimpl
 def searchcore_transform(spec: dict, params: dict, options: dict) -> dict | None:
-    from searchcore import models
+    from searchcore.track import models
 
     alpha = params.get("distill.alpha", 0.0)
     if not alpha:
@@ -110,7 +110,7 @@ def distillation_loss(teacher: nn.Module, temperature: float, alpha: float, labe
 
 @hookimpl
 def searchcore_training(model: Any, spec: dict, context: Any) -> dict | None:
-    from searchcore import models
+    from searchcore.track import models
 
     marker = next((b for b in spec["head"] if b["type"] == BLOCK), None)
     if marker is None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from searchcore.hookspecs import hookimpl
-from searchcore.improve import conv_stages, copy_spec, set_key, stage_name
+from searchcore.arch.improve import conv_stages, copy_spec, set_key, stage_name
+from searchcore.plugins.hookspecs import hookimpl
 from searchcore.space import Dimension
 
 

@@ -9,7 +9,7 @@ so strategies can be compared on thousands of searches in minutes.
 
 Strategies that suit this space are searchcore's own samplers ``evolution`` and ``mf-evolution``
 (evolution plus a promotion pruner on the 12-epoch score; give the space ``budget: {epochs: 200}``
-so it screens at 12 of 200 epochs and trains the best 1/16 fully); see :mod:`searchcore.strategies`.
+so it screens at 12 of 200 epochs and trains the best 1/16 fully); see :mod:`searchcore.engine.strategies`.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from searchcore.arch.spec import copy_spec
 from searchcore.errors import SpecError, UsageError
-from searchcore.hookspecs import hookimpl
+from searchcore.plugins.hookspecs import hookimpl
 from searchcore.space import Dimension
-from searchcore.spec import copy_spec
 
 PLUGIN = "nasbench201"
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")

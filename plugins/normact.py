@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from searchcore.hookspecs import hookimpl
-from searchcore.improve import copy_spec, feature_blocks
+from searchcore.arch.improve import copy_spec, feature_blocks
+from searchcore.plugins.hookspecs import hookimpl
 from searchcore.space import Dimension
 
 

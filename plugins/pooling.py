@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from searchcore.hookspecs import hookimpl
-from searchcore.improve import common, copy_spec, stage_name
+from searchcore.arch.improve import common, copy_spec, stage_name
+from searchcore.plugins.hookspecs import hookimpl
 from searchcore.space import Dimension
 
 KINDS = {"maxpool": "max", "avgpool": "avg", "conv": "conv"}

@@ -26,10 +26,10 @@ from typing import Any
 from torch import nn
 from torch.nn.utils import prune
 
-from searchcore.build import BuildContext
+from searchcore.arch.build import BuildContext
+from searchcore.arch.improve import copy_spec
 from searchcore.errors import UsageError
-from searchcore.hookspecs import hookimpl
-from searchcore.improve import copy_spec
+from searchcore.plugins.hookspecs import hookimpl
 from searchcore.space import Dimension
 
 BLOCK = "prune.apply"
@@ -131,7 +131,7 @@ def apply(model: nn.Module, method: str, amount: float) -> list[tuple[nn.Module,
 
 
 def _latency(model: nn.Module, context: Any) -> float:
-    from searchcore.objectives import ObjectiveContext, latency_ms
+    from searchcore.train.objectives import ObjectiveContext, latency_ms
 
     return latency_ms(ObjectiveContext(model=model, splits=context.splits, options={"repeats": 10, "warmup": 2}))
 

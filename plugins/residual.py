@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from searchcore.hookspecs import hookimpl
-from searchcore.improve import conv_stages, copy_spec, stage_name
+from searchcore.arch.improve import conv_stages, copy_spec, stage_name
+from searchcore.plugins.hookspecs import hookimpl
 from searchcore.space import Dimension
 
 

@@ -42,10 +42,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from searchcore.build import BuildContext
+from searchcore.arch.build import BuildContext
+from searchcore.arch.improve import copy_spec
 from searchcore.errors import SpecError, UsageError
-from searchcore.hookspecs import hookimpl
-from searchcore.improve import copy_spec
+from searchcore.plugins.hookspecs import hookimpl
 from searchcore.space import Dimension
 
 TV, ML = "tvbase.torchvision", "tvbase.mlflow"
@@ -223,9 +223,9 @@ def ml_layout(source: dict, head: bool) -> tuple[tuple[str, ...], dict[str, tupl
 
 def _ml_root(o: dict, ctx: BuildContext) -> nn.Module:
     """The source network: the registered model itself, or its architecture rebuilt untrained (``scratch``)."""
-    from searchcore import models
-    from searchcore.build import Network, build
-    from searchcore.spec import decode, encode
+    from searchcore.arch.build import Network, build
+    from searchcore.arch.spec import decode, encode
+    from searchcore.track import models
 
     source = decode(o["source"])
     if o.get("scratch", False):
@@ -627,8 +627,8 @@ def torchvision_backbone(input_shape: list[int], classes: int, options: dict) ->
 
 def mlflow_backbone(input_shape: list[int], classes: int, options: dict) -> dict:
     """A registered searchcore model as one block (its source spec embedded), optional new stages and head."""
-    from searchcore import models
-    from searchcore.spec import encode
+    from searchcore.arch.spec import encode
+    from searchcore.track import models
 
     _option_keys(options, ("uri", "tracking_uri", "append", "head", "scratch"), "mlflow")
     uri = options.get("uri")
@@ -678,7 +678,7 @@ def find_pretrained(spec: dict) -> dict | None:
 
 def edit_points(block: dict) -> list[tuple[str, str, str, tuple[str, int] | None]]:
     """Per part: (dimension key, first unit, last unit, (kxk conv path, k) or None); only parts holding a kxk conv."""
-    from searchcore.spec import decode
+    from searchcore.arch.spec import decode
 
     if block["type"] == TV:
         _, convs = tv_layout(block["name"])

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from searchcore.arch.improve import copy_spec
 from searchcore.errors import UsageError
-from searchcore.hookspecs import hookimpl
-from searchcore.improve import copy_spec
+from searchcore.plugins.hookspecs import hookimpl
 from searchcore.space import Dimension
 
 PRETRAINED = ("tvbase.torchvision", "tvbase.mlflow")

@@ -36,7 +36,7 @@ def main() -> int:
     from mlflow.tracking import MlflowClient
 
     import searchcore
-    from searchcore.tracking import TAG_KIND
+    from searchcore.track.tracking import TAG_KIND
 
     with tempfile.TemporaryDirectory(prefix="searchcore-gpu-check-") as tmp:
         space = Path(tmp, "space.yaml")

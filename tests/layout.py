@@ -43,9 +43,9 @@ def _typed(dim: Any, text: str) -> Any:
 
 
 def _space(space_text: str) -> Any:
-    from searchcore.cli import dataset_shape
-    from searchcore.config import parse_space, resolve
-    from searchcore.host import get_host
+    from searchcore.cli.main import dataset_shape
+    from searchcore.engine.config import parse_space, resolve
+    from searchcore.plugins.host import get_host
 
     cfg = parse_space(space_text, "space.yaml of the parent run")
     host = get_host()
@@ -57,8 +57,8 @@ def check_layout(tracking_uri: str, experiment: str, expected_trials: int) -> La
     """Assert the record layout of search ``experiment`` with ``expected_trials`` trial runs."""
     import torch
 
-    from searchcore.build import build
-    from searchcore.spec import decode, from_json, spec_hash
+    from searchcore.arch.spec import decode, from_json, spec_hash
+    from searchcore.build import build  # the public path: build(spec) with the loaded plugins' blocks
 
     client = MlflowClient(tracking_uri=tracking_uri)
     exp = client.get_experiment_by_name(experiment)

@@ -47,7 +47,7 @@ import torch
 from torch import nn
 
 from searchcore import hookimpl
-from searchcore.improve import copy_spec
+from searchcore.arch.improve import copy_spec
 from searchcore.space import Dimension
 
 NAME = "plugins_faulty"

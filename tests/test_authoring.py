@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from searchcore import docgen, hookspecs, scaffold
+from searchcore.authoring import docgen, scaffold
 from searchcore.errors import UsageError
+from searchcore.plugins import hookspecs
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDE = ROOT / "docs" / "writing-plugins.md"
@@ -48,7 +49,7 @@ def ok(p: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
 @pytest.fixture
 def fresh_host(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """cli.main configures the process-wide host; put the previous one back afterwards."""
-    from searchcore import host
+    from searchcore.plugins import host
 
     monkeypatch.setattr(host, "_HOST", host._HOST)
     yield
@@ -66,12 +67,12 @@ def test_every_hook_has_a_reference_entry() -> None:
     names = [n for n, _ in docgen.hook_functions(hookspecs)]
     assert len(names) >= 9
     missing = [n for n in names if f"### `{n}`" not in section]
-    assert not missing, f"no reference entry for {missing}; run: python -m searchcore.docgen"
+    assert not missing, f"no reference entry for {missing}; run: python -m searchcore.authoring.docgen"
 
 
 def test_hook_reference_is_current() -> None:
     assert docgen.is_current(GUIDE), (
-        "docs/writing-plugins.md: the hook reference is stale; run: python -m searchcore.docgen"
+        "docs/writing-plugins.md: the hook reference is stale; run: python -m searchcore.authoring.docgen"
     )
 
 
@@ -168,8 +169,8 @@ def test_scaffold_writes_a_lint_clean_package(tmp_path: Path) -> None:
 
 
 def test_new_plugin_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from searchcore.cli import _Parser
-    from searchcore.cli_authoring import add_authoring_commands
+    from searchcore.cli.authoring import add_authoring_commands
+    from searchcore.cli.main import _Parser
 
     parser = _Parser(prog="searchcore")
     add_authoring_commands(parser.add_subparsers(dest="command", parser_class=_Parser))
@@ -205,7 +206,7 @@ def test_trace_hooks_flag_prints_each_call_with_its_time(capsys: pytest.CaptureF
 
 
 def test_trace_hooks_environment_variable(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
-    from searchcore.host import ENV_TRACE, PluginHost
+    from searchcore.plugins.host import ENV_TRACE, PluginHost
 
     monkeypatch.setenv(ENV_TRACE, "1")
     host = PluginHost()
@@ -373,7 +374,7 @@ def test_tutorial_package_works(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_search_api_example(tmp_path: Path) -> None:
-    pytest.importorskip("searchcore.search_api")
+    pytest.importorskip("searchcore.engine.api")
     import optuna
 
     space = tmp_path / "space.yaml"

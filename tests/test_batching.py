@@ -13,8 +13,8 @@ import optuna
 import pytest
 import sqlalchemy
 
-from searchcore.backends.batching import BatchedStorage
-from searchcore.backends.storage import open_storage
+from searchcore.engine.backends.batching import BatchedStorage
+from searchcore.engine.backends.storage import open_storage
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -53,8 +53,8 @@ def test_replay_sampler_proposes_the_fixed_params(bench: Any) -> None:
     import optuna
 
     from benchmarks.overhead import fixed_params
-    from searchcore.config import load_space
-    from searchcore.search_api import prepare
+    from searchcore.engine.config import load_space
+    from searchcore.engine.runner import prepare
 
     params = fixed_params("sampled", 3, seed=1)
     assert len({json.dumps(p, sort_keys=True) for p in params}) == 3

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-import searchcore.host as host_module
+import searchcore.plugins.host as host_module
 from searchcore.cli import main
 
 

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from searchcore import hookimpl
-from searchcore.improve import conv_stages, copy_spec, stage_name
+from searchcore.arch.improve import conv_stages, copy_spec, stage_name
+from searchcore.authoring.testing import PluginConformance, load_plugin, load_subject
 from searchcore.space import Dimension
-from searchcore.testing import PluginConformance, load_plugin, load_subject
 
 
 class TestKernel(PluginConformance):

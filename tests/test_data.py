@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from searchcore import data
 from searchcore.errors import UsageError
+from searchcore.train import data
 
 
 @pytest.fixture(autouse=True)

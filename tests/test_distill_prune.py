@@ -10,18 +10,18 @@ from mlflow.tracking import MlflowClient
 from searchcore_plugins.distill import distillation_loss
 from torch import nn
 
-from searchcore import data
-from searchcore.build import build
-from searchcore.config import SpaceConfig
-from searchcore.core import seed_cnn
-from searchcore.fit import fit
-from searchcore.host import get_host
-from searchcore.runner import COMPLETE
-from searchcore.search_api import prepare
+from searchcore.authoring.testing import PluginConformance
+from searchcore.build import build  # the public path: build(spec) with the loaded plugins' blocks
+from searchcore.builtin.core import seed_cnn
+from searchcore.engine.config import SpaceConfig
+from searchcore.engine.runner import prepare
+from searchcore.plugins.host import get_host
 from searchcore.space import ParamsTrial
-from searchcore.testing import PluginConformance
-from searchcore.tracking import Tracker
-from searchcore.train import TrainConfig, evaluate, train_model
+from searchcore.track.tracking import Tracker
+from searchcore.train import data
+from searchcore.train.fit import fit
+from searchcore.train.outcome import COMPLETE
+from searchcore.train.trainer import TrainConfig, evaluate, train_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

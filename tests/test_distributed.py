@@ -18,9 +18,11 @@ import optuna
 import pytest
 from layout import check_layout
 
-from searchcore.backends.ray_backend import free_port
-from searchcore.backends.storage import open_storage
-from searchcore.search_api import ATTR_SPACE, Settings, run_search
+from searchcore.engine.api import run_search
+from searchcore.engine.backends.ray import free_port
+from searchcore.engine.backends.storage import open_storage
+from searchcore.engine.results import ATTR_SPACE
+from searchcore.engine.settings import Settings
 
 psycopg2 = pytest.importorskip("psycopg2")
 
@@ -129,10 +131,10 @@ def test_four_workers_finish_a_forty_trial_study_exactly(tmp_path: Path, pg_data
 
 
 def test_a_dead_workers_running_trial_is_failed_and_retried(tmp_path: Path, pg_databases: Callable[[], str]) -> None:
-    from searchcore.backends.optuna_backend import ATTR_REQUEUED
-    from searchcore.config import load_space
-    from searchcore.host import get_host
-    from searchcore.search_api import prepare
+    from searchcore.engine.backends.optuna import ATTR_REQUEUED
+    from searchcore.engine.config import load_space
+    from searchcore.engine.runner import prepare
+    from searchcore.plugins.host import get_host
 
     space = tmp_path / "tiny.yaml"
     space.write_text(TINY_SPACE)

@@ -11,13 +11,13 @@ import torch
 from mlflow.tracking import MlflowClient
 from searchcore_plugins import torchvision_base as tv
 
-from searchcore import data
-from searchcore.build import build
+from searchcore.build import build  # the public path: build(spec) with the loaded plugins' blocks
+from searchcore.builtin.core import seed_cnn
 from searchcore.cli import main
-from searchcore.core import seed_cnn
-from searchcore.export import TOLERANCE, export
-from searchcore.tracking import TAG_SPEC, Tracker
-from searchcore.train import TrainConfig, evaluate, train_model
+from searchcore.track.export import TOLERANCE, export
+from searchcore.track.tracking import TAG_SPEC, Tracker
+from searchcore.train import data
+from searchcore.train.trainer import TrainConfig, evaluate, train_model
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning"),  # TorchScript is the format asked for

@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 import torch
 
-import searchcore.host as host_module
-from searchcore.build import build
+import searchcore.plugins.host as host_module
+from searchcore.arch.build import build
 from searchcore.cli import main
-from searchcore.config import load_space, resolve
+from searchcore.engine.config import load_space, resolve
 from searchcore.errors import PluginError
-from searchcore.host import PluginHost
+from searchcore.plugins.host import PluginHost
 
 # what this installation ships (core, kernel, attention ...), read before any fake plugin is on the path
 BUILTIN_EPS = list(md.entry_points(group="searchcore"))
@@ -41,7 +41,7 @@ FAKE_PLUGIN = """
     import torch
 
     from searchcore import hookimpl
-    from searchcore.improve import copy_spec
+    from searchcore.arch.improve import copy_spec
     from searchcore.space import Dimension
 
 
@@ -81,7 +81,7 @@ BROKEN = {
         def searchcore_nonexistent():
             return 1
         """,
-        "unknown hook 'searchcore_nonexistent' (see searchcore.hookspecs for the hooks that exist)",
+        "unknown hook 'searchcore_nonexistent' (see searchcore.plugins.hookspecs for the hooks that exist)",
     ),
     "badsig": (
         """

@@ -10,10 +10,10 @@ import optuna
 import pytest
 import torch
 
-from searchcore.build import build
-from searchcore.config import load_space, resolve
-from searchcore.host import get_host
-from searchcore.spec import decode, encode
+from searchcore.arch.spec import decode, encode
+from searchcore.build import build  # the public path: build(spec) with the loaded plugins' blocks
+from searchcore.engine.config import load_space, resolve
+from searchcore.plugins.host import get_host
 
 N_SPECS = 200
 SHAPES = {"8x8": [1, 8, 8], "32x32": [3, 32, 32]}

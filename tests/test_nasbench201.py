@@ -19,10 +19,10 @@ import torch
 from searchcore_plugins import nasbench201 as nb
 from torch.nn import functional as F
 
-from searchcore.build import CORE_BLOCKS, build
+from searchcore.arch.build import CORE_BLOCKS, build
+from searchcore.authoring.testing import PluginConformance
+from searchcore.engine.strategies import EvolutionSampler, NoRepeatSampler, PromotionPruner, param_key
 from searchcore.errors import SpecError, UsageError
-from searchcore.strategies import EvolutionSampler, NoRepeatSampler, PromotionPruner, param_key
-from searchcore.testing import PluginConformance
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from searchcore import data
 from searchcore.errors import UsageError
-from searchcore.objectives import (
+from searchcore.train import data
+from searchcore.train.objectives import (
     BUILTIN,
     Objective,
     ObjectiveContext,
@@ -24,7 +24,7 @@ from searchcore.objectives import (
     register_builtin,
     val_accuracy,
 )
-from searchcore.train import TrainConfig, TrainResult, evaluate, train_model
+from searchcore.train.trainer import TrainConfig, TrainResult, evaluate, train_model
 
 
 @pytest.fixture(scope="module")

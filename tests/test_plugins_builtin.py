@@ -14,9 +14,9 @@ import torch
 from torch import nn
 from torchvision.ops import SqueezeExcitation
 
-from searchcore.build import build, param_count
-from searchcore.config import load_space, resolve
-from searchcore.host import get_host
+from searchcore.build import build, param_count  # the public path: build(spec) with the loaded plugins' blocks
+from searchcore.engine.config import load_space, resolve
+from searchcore.plugins.host import get_host
 
 SEED_LAYERS = [nn.Conv2d, nn.ReLU, nn.MaxPool2d] * 3 + [nn.Flatten, nn.Linear]
 # the improvement plugins this file checks one by one; the purity and commutation checks take every loaded one

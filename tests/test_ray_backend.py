@@ -18,8 +18,8 @@ import pytest
 from layout import check_layout
 from mlflow.tracking import MlflowClient
 
-from searchcore.backends.ray_backend import free_port
 from searchcore.cli import main
+from searchcore.engine.backends.ray import free_port
 
 RAY = str(Path(sys.executable).with_name("ray"))
 
@@ -205,8 +205,8 @@ def test_a_search_without_a_scheduler_batches_its_epoch_results_and_checkpoints_
 def test_shipped_data_is_the_drivers_small_cpu_splits_only() -> None:
     import torch
 
-    from searchcore.backends.ray_backend import shippable_splits
-    from searchcore.data import Splits
+    from searchcore.engine.backends.ray import shippable_splits
+    from searchcore.train.data import Splits
 
     def splits(n: int) -> Splits:
         x, y = torch.zeros(n, 1, 8, 8), torch.zeros(n, dtype=torch.long)
@@ -222,7 +222,7 @@ def test_shipped_data_is_the_drivers_small_cpu_splits_only() -> None:
 def test_a_restarted_trials_epochs_count_once_in_the_drivers_history() -> None:
     import pandas as pd
 
-    from searchcore.backends.ray_backend import _ray_trial
+    from searchcore.engine.backends.ray import _ray_trial
 
     class Result:  # what Tune gives for a trial that restarted without a checkpoint and reported epochs 1-2 again
         path = "/x/trial_00003"

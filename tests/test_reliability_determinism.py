@@ -16,10 +16,11 @@ from typing import Any
 import optuna
 import pytest
 
-import searchcore.host as host_module
+import searchcore.plugins.host as host_module
 from searchcore.cli import main
-from searchcore.host import configure
-from searchcore.search_api import ATTR_CONFIG, search
+from searchcore.engine.api import search
+from searchcore.engine.results import ATTR_CONFIG
+from searchcore.plugins.host import configure
 
 SPACE = """\
 dataset: {name: digits, val_fraction: 0.3, test_fraction: 0.2}

@@ -6,7 +6,7 @@ that resolves) or in a one-line ``searchcore: error: ...`` with exit code 2. Unk
 refused, not ignored, wherever a space file has a fixed set of keys (and duplicate keys too,
 which YAML would otherwise silently overwrite).
 
-The CLI runs in-process (``searchcore.cli.main``) for speed; a valid search uses the faulty
+The CLI runs in-process (``searchcore.cli.main.main``) for speed; a valid search uses the faulty
 plugin's ``instant`` evaluator, so it costs only its bookkeeping.
 """
 
@@ -24,14 +24,14 @@ import yaml
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-import searchcore.host as host_module
-from searchcore import config
-from searchcore.backends import optuna_backend as ob
+import searchcore.plugins.host as host_module
 from searchcore.cli import main
+from searchcore.engine import config
+from searchcore.engine import samplers as ob
+from searchcore.engine.runner import TrialRunner
 from searchcore.errors import UsageError
-from searchcore.host import configure
-from searchcore.runner import TrialRunner
-from searchcore.train import TrainConfig
+from searchcore.plugins.host import configure
+from searchcore.train.trainer import TrainConfig
 
 FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 

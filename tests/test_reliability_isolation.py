@@ -18,10 +18,10 @@ import plugins_faulty as pf
 import pytest
 from mlflow.tracking import MlflowClient
 
-import searchcore.host as host_module
+import searchcore.plugins.host as host_module
 from searchcore.cli import main
-from searchcore.host import configure
-from searchcore.search_api import search
+from searchcore.engine.api import search
+from searchcore.plugins.host import configure
 
 FAULTS = ["transform", "ok", "build", "forward", "nan", "oom", "ok"]
 REASONS = {

@@ -26,7 +26,7 @@ import plugins_faulty as pf
 import pytest
 from mlflow.tracking import MlflowClient
 
-from searchcore.backends.optuna_backend import ATTR_REQUEUED, interrupted
+from searchcore.engine.backends.optuna import ATTR_REQUEUED, interrupted
 
 S = optuna.trial.TrialState
 BUDGET = 6

@@ -26,13 +26,13 @@ import plugins_faulty as pf
 import pytest
 import torch
 
-import searchcore.host as host_module
-from searchcore.config import load_space
-from searchcore.host import configure
-from searchcore.isolate import IsolatedRunner
-from searchcore.runner import COMPLETE, FAILED, PRUNED, Pruned
-from searchcore.search_api import prepare
+import searchcore.plugins.host as host_module
+from searchcore.engine.config import load_space
+from searchcore.engine.isolate import IsolatedRunner
+from searchcore.engine.runner import prepare
+from searchcore.plugins.host import configure
 from searchcore.space import ParamsTrial
+from searchcore.train.outcome import COMPLETE, FAILED, PRUNED, Pruned
 
 MB = 1024 * 1024
 WAIT_S = 600.0  # a ceiling for a wedged process, not a performance assertion

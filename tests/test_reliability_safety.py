@@ -32,14 +32,14 @@ import torch
 from mlflow.tracking import MlflowClient
 
 import searchcore
-import searchcore.host as host_module
-from searchcore.backends.storage import open_storage
+import searchcore.plugins.host as host_module
+from searchcore.arch.spec import to_json
+from searchcore.builtin.core import seed_cnn
 from searchcore.cli import main
-from searchcore.core import seed_cnn
+from searchcore.engine.backends.storage import open_storage
 from searchcore.errors import UsageError
-from searchcore.host import configure
-from searchcore.spec import to_json
-from searchcore.tracking import HTTP_DEFAULTS
+from searchcore.plugins.host import configure
+from searchcore.track.tracking import HTTP_DEFAULTS
 
 ROOT = Path(searchcore.__file__).resolve().parent.parent
 SOURCES = sorted([*(ROOT / "searchcore").rglob("*.py"), *(ROOT / "plugins").rglob("*.py")])
@@ -109,7 +109,7 @@ class _RunsOnLoad:
 
 
 def test_a_checkpoint_that_runs_code_on_load_is_refused(tmp_path: Path) -> None:
-    from searchcore.export import load_source
+    from searchcore.track.export import load_source
 
     spec = tmp_path / "spec.json"
     spec.write_text(to_json(seed_cnn([1, 8, 8], 10, {})))

@@ -27,9 +27,9 @@ import plugins_faulty as pf
 import pytest
 from mlflow.tracking import MlflowClient
 
-import searchcore.host as host_module
+import searchcore.plugins.host as host_module
 from searchcore.cli import main
-from searchcore.tracking import HTTP_DEFAULTS
+from searchcore.track.tracking import HTTP_DEFAULTS
 
 BUDGET = 6
 WAIT_S = 600.0  # a ceiling for a wedged process, not a performance assertion

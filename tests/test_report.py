@@ -19,13 +19,15 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from searchcore.build import build, param_count
+from searchcore.build import build, param_count  # the public path: build(spec) with the loaded plugins' blocks
 from searchcore.cli import main
+from searchcore.engine.api import run_search
+from searchcore.engine.results import Architecture, SearchResult
+from searchcore.engine.settings import Settings
 from searchcore.report import assemble, collect, credit, diagram, gradcam, links, plots
 from searchcore.report.hook import log_search_report
-from searchcore.search_api import Architecture, SearchResult, Settings, run_search
 from searchcore.space import Dimension
-from searchcore.tracking import Tracker
+from searchcore.track.tracking import Tracker
 
 SPACE = """\
 name: rep
@@ -74,7 +76,7 @@ def shared_search(factory: pytest.TempPathFactory) -> Searched:
         space.write_text(SPACE)
         err = io.StringIO()
         with contextlib.redirect_stderr(err):
-            result = run_search(space, Settings(name="rep", progress=False, baseline=False, storage=storage, tracking_uri=tracking))
+            result = run_search(space, Settings(name="rep", progress=False, baseline=False, storage=storage, tracking_uri=tracking), report=log_search_report)
         saved.write_text(json.dumps({"result": asdict(result), "stderr": err.getvalue()}))
     info = json.loads(saved.read_text())
     r = dict(info["result"])

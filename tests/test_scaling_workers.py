@@ -15,9 +15,9 @@ from pathlib import Path
 import optuna
 import pytest
 
-from searchcore.backends.storage import open_storage
 from searchcore.cli import main
-from searchcore.host import configure
+from searchcore.engine.backends.storage import open_storage
+from searchcore.plugins.host import configure
 
 PROBE = '''\
 """Test plugin: an evaluator that records each trial's process and thread settings."""
@@ -103,7 +103,7 @@ def test_a_search_that_ends_before_the_worker_joins_leaves_no_worker_behind(work
                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """A one-trial search is over before the spawned worker has started up: the worker is stopped
     (not waited for through its whole start-up) and never ran or half-ran a trial."""
-    import searchcore.search_api as sa
+    import searchcore.engine.backends.optuna_search as sa
 
     spawned: list[subprocess.Popen] = []
     real = sa._spawn_workers

@@ -11,11 +11,12 @@ import optuna
 import torch
 from mlflow.tracking import MlflowClient
 
-from searchcore.backends.storage import open_storage
-from searchcore.build import build
+from searchcore.arch.spec import decode, from_json
+from searchcore.build import build  # the public path: build(spec) with the loaded plugins' blocks
 from searchcore.cli import main
-from searchcore.search_api import Settings, run_search
-from searchcore.spec import decode, from_json
+from searchcore.engine.api import run_search
+from searchcore.engine.backends.storage import open_storage
+from searchcore.engine.settings import Settings
 
 
 def _client(workdir: Path) -> MlflowClient:
@@ -78,7 +79,7 @@ def test_end_to_end_layout_and_registered_model(workdir: Path, small_space: Path
     assert abs(logged_test - result.best[0].test_accuracy) < 1e-4
     mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
     model = mlflow.pytorch.load_model("models:/e2e/1")
-    from searchcore.data import load_digits
+    from searchcore.train.data import load_digits
 
     splits = load_digits(None, None, False, 0, 0.2, 0.2)
     with torch.no_grad():
@@ -166,10 +167,10 @@ class _AlwaysPrune(optuna.pruners.BasePruner):
 
 
 def test_a_trial_that_trained_all_its_epochs_is_complete_whatever_the_pruner_says(workdir: Path, small_space: Path, one_thread: None) -> None:
-    from searchcore.backends import optuna_backend as ob
-    from searchcore.config import load_space
-    from searchcore.host import get_host
-    from searchcore.search_api import prepare
+    from searchcore.engine.backends import optuna as ob
+    from searchcore.engine.config import load_space
+    from searchcore.engine.runner import prepare
+    from searchcore.plugins.host import get_host
 
     def run(epochs: int) -> list[optuna.trial.FrozenTrial]:
         cfg = load_space(small_space)

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-import searchcore.host as host_module
+import searchcore.plugins.host as host_module
 from searchcore.cli import main
-from searchcore.config import load_space, parse_space, resolve
+from searchcore.engine.config import load_space, parse_space, resolve
 from searchcore.errors import SpaceFileError, UsageError
-from searchcore.host import get_host
+from searchcore.plugins.host import get_host
 from searchcore.space import Dimension, count
 
 # lists plugins can extend, filled in from the host when a test runs
@@ -79,8 +79,8 @@ CASES = [
     ),
     (
         "python-object",
-        "!!python/object:searchcore.config.SpaceConfig {source: x, text: y}\n",
-        "bad.yaml: not valid YAML (could not determine a constructor for the tag 'tag:yaml.org,2002:python/object:searchcore.config.SpaceConfig' at line 1 column 1)",
+        "!!python/object:searchcore.engine.config.SpaceConfig {source: x, text: y}\n",
+        "bad.yaml: not valid YAML (could not determine a constructor for the tag 'tag:yaml.org,2002:python/object:searchcore.engine.config.SpaceConfig' at line 1 column 1)",
     ),
     (
         "python-name",

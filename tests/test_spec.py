@@ -12,11 +12,11 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from searchcore.build import build, param_count
-from searchcore.config import load_space, resolve
+from searchcore.arch.spec import decode, encode, from_json, spec_hash, to_json, validate
+from searchcore.build import build, param_count  # the public path: build(spec) with the loaded plugins' blocks
+from searchcore.engine.config import load_space, resolve
 from searchcore.errors import SpecError
-from searchcore.host import get_host
-from searchcore.spec import decode, encode, from_json, spec_hash, to_json, validate
+from searchcore.plugins.host import get_host
 
 SEED_DIGITS_HASH = "3bab456ebef4"
 SEED_DIGITS_LINE = (

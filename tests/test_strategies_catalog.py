@@ -12,11 +12,12 @@ from pathlib import Path
 import optuna
 import pytest
 
-from searchcore.backends.optuna_backend import make_sampler
-from searchcore.backends.storage import open_storage
-from searchcore.host import get_host
-from searchcore.search_api import Settings, run_search
-from searchcore.strategies import EvolutionSampler, PromotionPruner
+from searchcore.engine.api import run_search
+from searchcore.engine.backends.storage import open_storage
+from searchcore.engine.samplers import make_sampler
+from searchcore.engine.settings import Settings
+from searchcore.engine.strategies import EvolutionSampler, PromotionPruner
+from searchcore.plugins.host import get_host
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 S = optuna.trial.TrialState

@@ -12,13 +12,13 @@ from searchcore_plugins import torchvision_base as tv
 from torch import nn
 
 import searchcore
-from searchcore.build import build
-from searchcore.config import SpaceConfig, load_space, resolve
+from searchcore.arch.spec import decode, encode
+from searchcore.authoring.testing import PluginConformance
+from searchcore.build import build  # the public path: build(spec) with the loaded plugins' blocks
+from searchcore.engine.config import SpaceConfig, load_space, resolve
 from searchcore.errors import SpecError, UsageError
-from searchcore.host import get_host
+from searchcore.plugins.host import get_host
 from searchcore.space import ParamsTrial
-from searchcore.spec import decode, encode
-from searchcore.testing import PluginConformance
 
 EDITS = [
     {"type": "tvbase.kernel", "at": "layer1.0.conv1", "k": 5},
@@ -115,8 +115,8 @@ def test_resnet18_space_file_declares_the_edits(host):
 
 def test_the_runner_fails_only_that_trial(host, tmp_path):
     """Through the real trial runner: the failure is recorded with the edit's reason, nothing is raised."""
-    from searchcore.data import load_digits
-    from searchcore.runner import FAILED, TrialRunner
+    from searchcore.engine.runner import FAILED, TrialRunner
+    from searchcore.train.data import load_digits
 
     cfg = SpaceConfig(source="<test>", text="", dataset=None, backbone="torchvision", backbone_options={"model": "resnet18"},
                       plugins={"tvbase": {"attention": ["none"], "kernels": [4], "residual": False, "stages": ["layer1"]}}, input=[1, 8, 8], classes=10)

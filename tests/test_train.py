@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from searchcore import data
 from searchcore.errors import Diverged, SearchcoreError, UsageError
-from searchcore.train import TrainConfig, TrainResult, evaluate, pick_device, set_threads, train_model
+from searchcore.train import data
+from searchcore.train.trainer import TrainConfig, TrainResult, evaluate, pick_device, set_threads, train_model
 
 KEYS = {"train_loss", "val_accuracy", "lr", "epoch_seconds"}
 

@@ -11,19 +11,20 @@ import pytest
 import torch
 
 import searchcore
-from searchcore import data, models
-from searchcore.build import build
+from searchcore.build import build  # the public path: build(spec) with the loaded plugins' blocks
+from searchcore.builtin.core import seed_cnn
 from searchcore.cli import main
-from searchcore.config import load_space
-from searchcore.core import seed_cnn
+from searchcore.engine.config import load_space
+from searchcore.engine.runner import prepare
 from searchcore.errors import UsageError
-from searchcore.fit import fit
-from searchcore.host import get_host
-from searchcore.runner import COMPLETE
-from searchcore.search_api import prepare
+from searchcore.plugins.host import get_host
 from searchcore.space import ParamsTrial
-from searchcore.tracking import Tracker
-from searchcore.train import TrainConfig, evaluate, train_model
+from searchcore.track import models
+from searchcore.track.tracking import Tracker
+from searchcore.train import data
+from searchcore.train.fit import fit
+from searchcore.train.outcome import COMPLETE
+from searchcore.train.trainer import TrainConfig, evaluate, train_model
 
 SPACE = Path(searchcore.__file__).parents[1] / "spaces" / "transfer.yaml"
 PREFIX = "stem.0.net.root."  # where the source network's parameters sit inside the transfer model

@@ -64,14 +64,14 @@ def groups(dims: list[Dimension], params: dict[str, Any], by: str = "plugin") ->
 
 def train_and_score(runner: Any, spec: dict, seed: int, epochs: int | None = None) -> tuple[float, float]:
     """Train ``spec`` as the search trains its winner (same path, same settings), return (val, test) accuracy."""
-    from searchcore.train import evaluate
+    from searchcore.train.trainer import evaluate
 
     config = runner.train_config(epochs=epochs, seed=seed)
     try:
-        from searchcore.fit import fit
+        from searchcore.train.fit import fit
     except ImportError:  # older trees: plain build and train, what fit() does when no plugin shapes training
-        from searchcore.build import build
-        from searchcore.train import train_model
+        from searchcore.arch.build import build
+        from searchcore.train.trainer import train_model
 
         model = build(spec, runner.host.blocks(), seed=config.seed)
         train_model(model, runner.splits, config)
@@ -147,8 +147,8 @@ def record(study: Any, result: dict[str, Any], tracking_uri: str | None) -> str 
     """
     import json
 
-    from searchcore.search_api import ATTR_PARENT
-    from searchcore.tracking import TAG_KIND, TAG_STUDY, TAG_TRIAL, mask_url
+    from searchcore.engine.results import ATTR_PARENT
+    from searchcore.track.tracking import TAG_KIND, TAG_STUDY, TAG_TRIAL, mask_url
 
     study.set_user_attr(ATTR_ABLATION, result)
     parent = study.user_attrs.get(ATTR_PARENT)

@@ -83,7 +83,7 @@ def assemble(study: Any, data: SearchData, splits: Any = None, model: Any = None
         notes.append("no complete trial yet: no best architecture to draw")
         parts.seconds = timing
         return parts
-    from searchcore.spec import decode
+    from searchcore.arch.spec import decode
 
     spec = decode(winner.spec)
     try:

@@ -127,12 +127,13 @@ def load(study: Any, space: Any = None, result: Any = None, tracking_uri: str | 
 
     ``space`` gives the plugin of every dimension and the value that switches it off; without it
     the dimensions are inferred from the trials (plugin = name prefix, off = first choice).
-    ``result`` (a :class:`~searchcore.search_api.SearchResult`) supplies the chosen architectures
+    ``result`` (a :class:`~searchcore.engine.api.SearchResult`) supplies the chosen architectures
     and their test accuracies when called at the end of a search; otherwise they are looked up.
     """
-    from searchcore.backends.optuna_backend import interrupted
-    from searchcore.search_api import ATTR_CONFIG, ATTR_PARENT, ATTR_TRACKING, best_architectures
-    from searchcore.tracking import DEFAULT_TRACKING, absolute_uri, mask_url
+    from searchcore.engine.backends.optuna import interrupted
+    from searchcore.engine.backends.optuna_search import best_architectures
+    from searchcore.engine.results import ATTR_CONFIG, ATTR_PARENT, ATTR_TRACKING
+    from searchcore.track.tracking import DEFAULT_TRACKING, absolute_uri, mask_url
 
     config = dict(study.user_attrs.get(ATTR_CONFIG, {}))
     objectives = list(config.get("objectives") or {}) or [f"objective_{i}" for i in range(len(study.directions))]
@@ -195,7 +196,7 @@ def _from_mlflow(data: SearchData, fill: bool) -> None:
     """
     from mlflow.tracking import MlflowClient
 
-    from searchcore.tracking import TAG_KIND, TAG_TRIAL, mask_url
+    from searchcore.track.tracking import TAG_KIND, TAG_TRIAL, mask_url
 
     try:
         client = MlflowClient(tracking_uri=data.tracking_uri, registry_uri=data.tracking_uri)
@@ -225,7 +226,7 @@ def _from_mlflow(data: SearchData, fill: bool) -> None:
 def _curves_from_mlflow(client: Any, experiment_id: str, data: SearchData, limit: int = 300) -> None:
     """Learning curves from the trial runs' metric history, for searches whose study holds none
     (multi-objective studies cannot prune, so their trials report no intermediate values)."""
-    from searchcore.tracking import TAG_KIND, TAG_STUDY, TAG_TRIAL
+    from searchcore.track.tracking import TAG_KIND, TAG_STUDY, TAG_TRIAL
 
     by_number = {t.number: t for t in data.trials}
     query = f"tags.`{TAG_STUDY}` = '{data.name}' and tags.`{TAG_KIND}` = 'trial'"
@@ -236,19 +237,16 @@ def _curves_from_mlflow(client: Any, experiment_id: str, data: SearchData, limit
 
 
 def runner_from_study(study: Any, threads: int | None = None) -> Any:
-    """The search's :class:`~searchcore.runner.TrialRunner` (space, data, training settings), rebuilt from
-    the space file and settings the study recorded, exactly as ``searchcore worker`` does."""
-    from searchcore.config import parse_space
+    """The search's :class:`~searchcore.engine.runner.TrialRunner` (space, data, training settings), rebuilt from
+    what the study recorded by the same two functions ``searchcore worker`` uses."""
+    from searchcore.engine.results import ATTR_CONFIG, ATTR_SPACE
+    from searchcore.engine.runner import config_from_study, prepare
     from searchcore.errors import UsageError
-    from searchcore.host import get_host
-    from searchcore.search_api import ATTR_CONFIG, ATTR_SPACE, prepare
+    from searchcore.plugins.host import get_host
 
     if ATTR_SPACE not in study.user_attrs:
         raise UsageError(f"search {study.study_name!r}: this study was not created by searchcore search")
-    cfg = parse_space(study.user_attrs[ATTR_SPACE], f"study {study.study_name}")
-    recorded = study.user_attrs.get(ATTR_CONFIG, {})
-    for key in ("trials", "epochs", "timeout", "sampler", "pruner", "seed", "name"):
-        setattr(cfg, key, recorded.get(key, getattr(cfg, key)))
+    cfg = config_from_study(study.user_attrs[ATTR_SPACE], study.user_attrs.get(ATTR_CONFIG, {}), study.study_name)
     return prepare(cfg, get_host(), threads)
 
 

@@ -286,10 +286,11 @@ def _fill_without_estimates(credit: Credit, data: SearchData, rows: list, feats:
 
 def measure(spec: dict) -> tuple[int, int]:
     """``(parameters, MACs)`` of the model a spec describes: built untrained, counted on one example."""
-    from searchcore.build import build, param_count
-    from searchcore.objectives import count_macs
+    from searchcore.arch.build import build, param_count
+    from searchcore.plugins.host import get_host
+    from searchcore.train.objectives import count_macs
 
-    model = build(spec)
+    model = build(spec, get_host().blocks())
     return param_count(model), count_macs(model, spec["input"])
 
 

@@ -89,11 +89,11 @@ def describe(spec: dict, space: Any = None, dims: list[Dimension] | None = None,
     """Everything the drawing needs; ``space``/``dims``/``params`` enable plugin attribution."""
     import torch
 
-    from searchcore.build import build
-    from searchcore.host import get_host
+    from searchcore.arch.build import build
+    from searchcore.plugins.host import get_host
 
     host = get_host()
-    model = model if model is not None else build(spec)
+    model = model if model is not None else build(spec, host.blocks())
     dims = dims or []
     params = params or {}
     owners = attribution(space, dims, params) if space is not None and dims else {}

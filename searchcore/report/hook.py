@@ -51,7 +51,7 @@ def _log(study: Any, runner: Any, tracker: Any, parent: str, result: Any) -> Non
     from mlflow.entities import Metric
 
     from searchcore.report import assemble, collect, html, links
-    from searchcore.tracking import TAG_KIND, TAG_TRIAL
+    from searchcore.track.tracking import TAG_KIND, TAG_TRIAL
 
     data = collect.load(study, space=getattr(runner, "space", None), result=result, tracking_uri=tracker.uri)
     data.experiment_id = data.experiment_id or tracker.experiment_id

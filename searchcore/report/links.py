@@ -59,7 +59,7 @@ def search_experiments(tracking_uri: str) -> list[tuple[str, str]]:
     """
     from mlflow.tracking import MlflowClient
 
-    from searchcore.tracking import TAG_KIND
+    from searchcore.track.tracking import TAG_KIND
 
     client = MlflowClient(tracking_uri=tracking_uri)
     out = []
@@ -74,7 +74,7 @@ def print_ui_links(tracking_uri: str, host: str, port: int) -> None:
     """What ``searchcore ui`` prints: one training-view link per search (or the experiment list)."""
     import sys
 
-    from searchcore.tracking import mask_url
+    from searchcore.track.tracking import mask_url
 
     base = base_url(host, port)
     try:

@@ -1,0 +1,1 @@
+"""Tools for plugin authors: the conformance suite, the plugin scaffold, hook docs."""

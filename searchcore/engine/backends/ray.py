@@ -1,0 +1,848 @@
+"""The Ray Tune backend: the same search on a Ray cluster, with the same MLflow records.
+
+Why it is built this way:
+
+* Workers stay alive across trials. Tune hands a finished trial's actor to the next trial
+  (``reuse_actors``) and each worker process keeps its prepared :class:`TrialRunner` (plugins,
+  data, space) in a module-level cache, so only the first trial of a worker pays for imports and
+  data; a trial costs little more than its training. The driver ships its loaded data with the
+  payload (small in-memory splits), so workers do not load it again; a worker builds its MLflow
+  tracker on a thread while its first trial prepares and trains.
+* One space for every backend. ``OptunaSearch`` asks the same ``sample(trial, dimensions)``
+  define-by-run, and the trial replays the sampled params through ``ParamsTrial``.
+* Records come from the trials. A trial queues its MLflow child run (``Tracker``, the Optuna
+  backend's layout) on a background thread of its worker. A trial that Tune stops learns it as
+  ``SystemExit`` from ``tune.report`` and still writes its record; its worker flushes before
+  it goes away. The driver writes only what a dead worker never could.
+* Tune checkpoints after every epoch where a scheduler acts on epochs (ASHA, HyperBand). The
+  trainer has no mid-training entry point, so a trial restored from a checkpoint retrains from its
+  seed (bit-identical on CPU) and reports only the epochs Tune has not seen, then records the whole
+  trial once. Without such a scheduler nothing needs epochs one by one: no epoch checkpoints, and
+  epoch results go to the driver in batches (``paced_results``).
+* ``SEARCHCORE_RAY_TRACE=FILE`` makes the driver and its workers append a timestamped line per
+  phase (cluster start, worker start-up, each trial and report): benchmarks/overhead.py reads it.
+
+Ray is imported only here and only when ``--backend ray`` runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import os
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from searchcore.engine.backends.base import Backend
+from searchcore.errors import UsageError
+
+SCHEDULERS = ("asha", "hyperband", "none")
+DEFAULT_RAY_STORAGE = "ray_results"
+STATE_KEY = "searchcore_state"
+EPOCH_KEYS = ("train_loss", "val_accuracy", "lr", "epoch_seconds")
+TAG_NODE = "searchcore.node_id"
+TAG_GPUS = "searchcore.gpu_ids"
+TAG_DEVICE = "searchcore.device"
+TAG_THREADS = "searchcore.torch_threads"
+TAG_BACKEND = "searchcore.backend"
+TAG_RAY_TRIAL = "searchcore.ray_trial_id"
+STOP_WAIT_S = 8.0  # Tune kills a stopping actor after 10 s; its last record must be written before that
+
+TRACE_ENV = "SEARCHCORE_RAY_TRACE"  # a file: the driver and its workers append a timestamped line per phase (diagnostics)
+
+
+def _trace(event: str, **extra: Any) -> None:
+    path = os.environ.get(TRACE_ENV)
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps({"t": time.time(), "cpu": time.process_time(), "tcpu": time.thread_time(), "pid": os.getpid(), "event": event, **extra}) + "\n")
+
+
+RAY_ONLY = {
+    "address": "--address",
+    "cpus_per_trial": "--cpus-per-trial",
+    "gpus_per_trial": "--gpus-per-trial",
+    "max_concurrent": "--max-concurrent",
+    "max_failures": "--max-failures",
+    "scheduler": "--scheduler",
+    "resume": "--resume",
+    "ray_storage": "--ray-storage",
+}
+
+
+# --- settings -----------------------------------------------------------------------------------
+
+
+def validate_settings(s: Any) -> None:
+    """Refuse the Optuna backend's flags and bad values before anything starts (the registry,
+    :func:`searchcore.engine.backends.validate_settings`, refuses Ray's flags for other backends)."""
+    if s.workers != 1:
+        raise UsageError("--workers is for --backend optuna; a Ray search runs trials side by side up to --max-concurrent")
+    if s.storage:
+        raise UsageError("--storage is the Optuna study storage; a Ray search keeps its state under --ray-storage")
+    if s.pruner:
+        raise UsageError("--pruner is for --backend optuna; a Ray search stops trials early with --scheduler asha|hyperband|none")
+    if s.threads:
+        raise UsageError("--threads is for --backend optuna; a Ray trial runs as many torch threads as --cpus-per-trial")
+    if getattr(s, "isolate", False):
+        raise UsageError("--isolate is for --backend optuna; each Ray trial already runs in a worker process of its own")
+    cpus, gpus = s.cpus_per_trial, s.gpus_per_trial
+    if cpus is not None and (not _number(cpus) or not 0 < cpus <= 1024):
+        raise UsageError(f"--cpus-per-trial: expected a number in (0, 1024], got {cpus!r}")
+    if gpus is not None and (not _number(gpus) or not 0 <= gpus <= 64):
+        raise UsageError(f"--gpus-per-trial: expected a number in 0..64, got {gpus!r}")
+    if gpus is not None and gpus > 1 and gpus != int(gpus):
+        raise UsageError(f"--gpus-per-trial: a fraction shares one GPU, so above 1 it must be a whole number, got {gpus}")
+    if s.max_concurrent is not None and (not _integer(s.max_concurrent) or s.max_concurrent < 1):
+        raise UsageError(f"--max-concurrent: expected a positive integer, got {s.max_concurrent!r}")
+    if s.max_failures is not None and (not _integer(s.max_failures) or s.max_failures < 0):
+        raise UsageError(f"--max-failures: expected a non-negative integer, got {s.max_failures!r}")
+    if s.scheduler is not None and s.scheduler not in SCHEDULERS:
+        raise UsageError(f"--scheduler: unknown scheduler {s.scheduler!r}; allowed: {', '.join(SCHEDULERS)}")
+    if s.address is not None:
+        check_address(s.address)
+
+
+def check_address(address: str) -> str:
+    """``auto`` (the cluster this machine belongs to) or ``HOST:PORT`` of a running head node."""
+    if address == "auto":
+        return address
+    host, sep, port = str(address).rpartition(":")
+    if not sep or not host or "/" in host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"--address: expected auto or HOST:PORT of a running Ray head (ray start --head --port PORT), got {address!r}")
+    return address
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _integer(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on now; for a Ray head we start, never Ray's default 6379."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind((host, 0))
+            port = sock.getsockname()[1]
+        if port != 6379:
+            return port
+
+
+def absolute_tracking_uri(uri: str) -> str:
+    """Trials run in other processes and directories: a relative SQLite or file store must not move.
+    :func:`~searchcore.track.tracking.absolute_uri`, plus a plain directory as a ``file://`` URI."""
+    from searchcore.track.tracking import absolute_uri
+
+    uri = absolute_uri(uri)
+    return Path(uri).resolve().as_uri() if "://" not in uri else uri
+
+
+# --- what runs inside a Ray worker --------------------------------------------------------------
+
+
+@dataclass
+class Payload:
+    """Everything a worker needs to run trials; sent once through the object store."""
+
+    cfg: Any
+    plugins: list[str]
+    disabled: list[str]
+    tracking_uri: str
+    study: str
+    parent_run_id: str | None
+    threads: int
+    splits: Any = None  # the driver's loaded data (small in-memory splits only): workers skip loading it again
+    checkpoint_epochs: bool = True  # False only where no scheduler acts on epochs (see paced_results)
+    key: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+SHIP_DATA_MAX_BYTES = 256 * 2**20  # above this, each worker loads the dataset itself rather than the driver shipping it
+
+
+def shippable_splits(splits: Any) -> Any:
+    """The driver's splits if they are plain CPU tensors small enough to send once through the object
+    store (instead of every worker importing the loader and reading the dataset again); else None."""
+    from searchcore.train.data import Splits
+
+    if type(splits) is not Splits:
+        return None
+    tensors = [getattr(splits, f) for f in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")]
+    if any(t.device.type != "cpu" for t in tensors):
+        return None
+    return splits if sum(t.element_size() * t.nelement() for t in tensors) <= SHIP_DATA_MAX_BYTES else None
+
+
+_RUNNERS: dict[str, Any] = {}
+_TRACKERS: dict[tuple[str, str], Any] = {}
+_TRACKERS_PENDING: dict[tuple[str, str], Any] = {}
+_TRIAL_DONE = threading.Event()
+_TRIAL_DONE.set()
+
+
+def _runner_for(payload: Payload) -> Any:
+    """The worker's TrialRunner: prepared by the first trial, reused by every later one."""
+    runner = _RUNNERS.get(payload.key)
+    if runner is None:
+        from searchcore.engine.quiet import quiet_libraries
+        from searchcore.engine.runner import prepare
+        from searchcore.plugins.host import configure
+
+        quiet_libraries()
+        import logging
+
+        logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)  # a line per epoch otherwise
+        host = configure(payload.plugins, payload.disabled)
+        # the data the driver shipped, if any: the worker skips loading it again
+        runner = prepare(copy.deepcopy(payload.cfg), host, payload.threads, splits=payload.splits)
+        _RUNNERS.clear()
+        _RUNNERS[payload.key] = runner
+    return runner
+
+
+def _start_tracker(payload: Payload) -> None:
+    """Build the worker's tracker (MLflow's import and store set-up, about a second) on a thread of its
+    own, alongside the first trial's preparation and training, which need no tracker until the end."""
+    key = (payload.tracking_uri, payload.study)
+    if key in _TRACKERS or key in _TRACKERS_PENDING:
+        return
+    box: dict[str, Any] = {}
+
+    def build() -> None:
+        try:
+            box["tracker"] = _make_tracker(payload)
+        except BaseException as e:  # raised again in the trial that asks for the tracker
+            box["error"] = e
+
+    thread = threading.Thread(target=build, name="searchcore-tracker-setup", daemon=True)
+    _TRACKERS_PENDING[key] = (thread, box)
+    thread.start()
+
+
+def _tracker_for(payload: Payload) -> Any:
+    key = (payload.tracking_uri, payload.study)
+    if key not in _TRACKERS:
+        _start_tracker(payload)
+        thread, box = _TRACKERS_PENDING[key]
+        thread.join()
+        del _TRACKERS_PENDING[key]
+        if "error" in box:
+            raise box["error"]
+        _TRACKERS[key] = box["tracker"]
+    return _TRACKERS[key]
+
+
+def _make_tracker(payload: Payload) -> Any:
+    from searchcore.track.tracking import Tracker
+
+    class TrialTracker(Tracker):
+        """Writes a trial's record in place of any earlier one of the same trial: a trial stopped
+        when its experiment was interrupted recorded itself, and records itself again in full
+        when it runs again on --resume."""
+
+        def write_trial(self, o: Any, study: str, parent_run_id: str, extra_tags: dict[str, str]) -> str:
+            _forget_earlier_record(self, study, o.number)
+            return super().write_trial(o, study, parent_run_id, extra_tags)
+
+    return TrialTracker(payload.tracking_uri, experiment=payload.study)
+
+
+def trial_name(trial: Any) -> str:
+    """``trial_00007``: the number Tune's search generator gave the trial (from 0, as in Optuna)."""
+    head = str(getattr(trial, "experiment_tag", "")).split("_", 1)[0]
+    return f"trial_{int(head) - 1:05d}" if head.isdigit() else f"trial_{trial.trial_id}"
+
+
+def trial_number(name: str) -> int:
+    tail = name.rsplit("_", 1)[-1]
+    if not tail.isdigit():
+        raise ValueError(f"not a searchcore trial name: {name!r}")
+    return int(tail)
+
+
+def flat_params(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """OptunaSearch nests names that contain '/'; the space wants them flat again."""
+    out: dict[str, Any] = {}
+    for k, v in config.items():
+        if isinstance(v, dict):
+            out.update(flat_params(v, f"{prefix}{k}/"))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _restored_epoch(checkpoint: Any) -> int:
+    """The last epoch Tune already has from this trial (0 for a fresh trial)."""
+    if checkpoint is None:
+        return 0
+    with checkpoint.as_directory() as d:
+        path = Path(d) / "searchcore.json"
+        return int(json.loads(path.read_text())["epoch"]) if path.is_file() else 0
+
+
+def _forget_earlier_record(tracker: Any, study: str, number: int) -> None:
+    """Trial numbers are unique in a search, so an existing record of this number is an earlier,
+    stopped attempt of this very trial (restored or restarted on --resume): it goes."""
+    from searchcore.track.tracking import TAG_KIND, TAG_STUDY, TAG_TRIAL
+
+    try:
+        runs = tracker.client.search_runs(
+            [tracker.experiment_id], f"tags.`{TAG_STUDY}` = '{study}' and tags.`{TAG_KIND}` = 'trial' and tags.`{TAG_TRIAL}` = '{number}'")
+        for run in runs:
+            tracker.client.delete_run(run.info.run_id)
+    except Exception as e:  # the driver rewrites a record that is missing; a duplicate is not worth failing the trial
+        print(f"searchcore: warning: could not replace the earlier record of trial {number}: {type(e).__name__}: {e}", file=sys.stderr)
+
+
+def _process_start() -> float | None:
+    """When this process started (epoch seconds), for the trace; None where /proc is not there."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return time.time() - uptime + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def run_trial(config: dict[str, Any], payload: Payload) -> None:
+    """The function trainable: one trial, from Tune's sampled config to its MLflow record."""
+    _TRIAL_DONE.clear()
+    _trace("trial start")
+    try:
+        _run_trial(config, payload)
+    finally:
+        _trace("trial end")
+        _TRIAL_DONE.set()
+
+
+def _run_trial(config: dict[str, Any], payload: Payload) -> None:
+    import ray
+    from ray import tune
+
+    from searchcore.space import ParamsTrial
+    from searchcore.train.outcome import Pruned
+
+    gpu_ids = [str(g) for g in ray.get_gpu_ids()]
+    if not gpu_ids:  # a trial sees only the GPUs Ray gave it: none means none, before torch looks
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    if not _RUNNERS and os.environ.get(TRACE_ENV):
+        _trace("worker process created", at=_process_start())
+    if payload.parent_run_id is not None:
+        _start_tracker(payload)
+    runner = _runner_for(payload)
+    _trace("runner ready")
+    import torch
+
+    from searchcore.train.trainer import set_threads
+
+    device = "cuda" if gpu_ids and torch.cuda.is_available() else "cpu"
+    runner.cfg.train = {**runner.cfg.train, "device": device}
+    set_threads(runner.threads)
+    context = tune.get_context()
+    number = trial_number(context.get_trial_name())
+    seen = _restored_epoch(tune.get_checkpoint())
+    last = int(runner.cfg.epochs)
+    names = runner.names
+    state: dict[str, Any] = {"stopped": False, "held": None, "threads": None}
+
+    def send(row: dict[str, float]) -> None:
+        metrics = {**row, **{n: row.get(n, math.nan) for n in names}}
+        try:
+            _trace("report", epoch=int(row["epoch"]))
+            if payload.checkpoint_epochs:
+                with tempfile.TemporaryDirectory(prefix="searchcore-ckpt-") as d:
+                    Path(d, "searchcore.json").write_text(json.dumps({"epoch": int(row["epoch"]), "trial": number}))
+                    tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+            else:
+                tune.report(metrics)
+            _trace("reported", epoch=int(row["epoch"]))
+        except SystemExit:  # Tune stopped the trial (scheduler decision or the experiment ends)
+            state["stopped"] = True
+            raise Pruned(f"stopped by Ray Tune after epoch {int(row['epoch'])} (its scheduler, or the experiment stopping)") from None
+
+    def report(epoch: int, metrics: dict[str, float]) -> None:
+        if state["threads"] is None:
+            state["threads"] = torch.get_num_threads()
+        if epoch <= seen:  # a restored trial retrains these epochs; Tune has their results already
+            return
+        row = {**{k: float(v) for k, v in metrics.items()}, "epoch": float(epoch)}
+        held, state["held"] = state["held"], None
+        if held is not None:
+            send(held)
+        if epoch >= last:  # the last epoch goes out with the objectives, once they are computed
+            state["held"] = row
+        else:
+            send(row)
+
+    outcome = runner.run(ParamsTrial(flat_params(config), source=f"trial {number}"), number, report)
+    threads = state["threads"] if state["threads"] is not None else torch.get_num_threads()
+    outcome.tags.update({
+        TAG_BACKEND: "ray", TAG_NODE: ray.get_runtime_context().get_node_id(), TAG_GPUS: ",".join(gpu_ids),
+        TAG_DEVICE: device, TAG_THREADS: str(threads), TAG_RAY_TRIAL: context.get_trial_id(),
+        "searchcore.cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""), "searchcore.worker_pid": str(os.getpid()),
+    })
+    if device == "cuda":
+        outcome.tags["searchcore.cuda_memory_after"] = str(torch.cuda.memory_allocated())
+    _trace("trained", trial=number)
+    if payload.parent_run_id is not None:
+        _tracker_for(payload).log_trial(outcome, payload.study, payload.parent_run_id)
+    _trace("record queued", trial=number)
+    if state["stopped"]:
+        raise SystemExit(0)  # what tune.report would have raised: the trial ends here
+    final = dict(state["held"] or {})
+    final.update({k: float(v) for k, v in outcome.metrics.items()})
+    final.update({n: final.get(n, math.nan) for n in names})
+    final[STATE_KEY] = outcome.state
+    if outcome.reason:
+        final["searchcore_reason"] = outcome.reason[:300]
+    try:
+        tune.report(final)
+        _trace("final reported", trial=number)
+    except SystemExit:
+        raise SystemExit(0) from None  # stopped at the last epoch (ASHA's max_t): the trial is complete anyway
+
+
+def _settle() -> None:
+    """Let a stopped trial finish writing its record before its worker goes away."""
+    _TRIAL_DONE.wait(STOP_WAIT_S)
+    deadline = time.time() + STOP_WAIT_S
+    for tracker in list(_TRACKERS.values()):
+        tracker.flush(max(0.1, deadline - time.time()))
+
+
+def make_trainable(payload: Payload, cpus: float, gpus: float) -> Any:
+    """Tune's function trainable around :func:`run_trial`, waiting for records on reset and stop."""
+    from ray import tune
+    from ray.tune.trainable.function_trainable import wrap_function
+
+    base = wrap_function(tune.with_parameters(run_trial, payload=payload), name="searchcore")
+
+    class SearchcoreTrial(base):  # type: ignore[misc, valid-type]
+        def setup(self, config: dict) -> None:
+            _trace("actor setup")
+            super().setup(config)
+
+        def train_buffered(self, *args: Any, **kwargs: Any) -> Any:
+            # Tune calls this where paced_results switched buffering on; it passes its own two
+            # settings positionally in the opposite order to this method's parameters (Ray 2.60),
+            # so the batch limits are ours, by name, whatever Tune passes.
+            return super().train_buffered(buffer_time_s=RESULT_BUFFER_S, max_buffer_length=RESULT_BUFFER_MAX)
+
+        def reset_config(self, new_config: dict) -> bool:
+            _trace("actor reset")
+            # Tune gives a stopped trial 2 s to end before it gives up reusing the worker; a trial
+            # writing its record may need longer, and a new worker costs far more than the wait.
+            os.environ["TUNE_FUNCTION_THREAD_TIMEOUT_S"] = str(int(STOP_WAIT_S))
+            return super().reset_config(new_config)
+
+        def cleanup(self) -> None:
+            _trace("actor cleanup")
+            try:
+                super().cleanup()
+            finally:
+                _settle()
+
+    return tune.with_resources(SearchcoreTrial, {"cpu": cpus, "gpu": gpus})
+
+
+class DefineByRun:
+    """OptunaSearch's space: the same sampling function every backend uses (picklable for Tune's state)."""
+
+    def __init__(self, dimensions: list[Any]) -> None:
+        self.dimensions = list(dimensions)
+
+    def __call__(self, trial: Any) -> None:
+        from searchcore.space import sample
+
+        sample(trial, self.dimensions)
+
+
+# --- the driver ---------------------------------------------------------------------------------
+
+
+def connect(address: str | None) -> bool:
+    """Join ``address`` or start a private local Ray on an explicit free port; True if this call
+    connected the process (so the search disconnects it, or stops the Ray it started, at the end)."""
+    import ray
+
+    if ray.is_initialized():  # the caller connected this process already (Python API)
+        return False
+    if address is not None:
+        try:
+            ray.init(address=address, configure_logging=False)
+        except Exception as e:  # no cluster there, or it refuses us: the user's address or token
+            hint = "" if os.environ.get("RAY_AUTH_MODE") == "token" else "; a cluster with token auth needs RAY_AUTH_MODE=token here too"
+            raise UsageError(f"--address {address}: cannot join the Ray cluster: {type(e).__name__}: {' '.join(str(e).split())[:300]}{hint}") from None
+        return True
+    port = free_port()
+    previous = os.environ.get("RAY_GCS_SERVER_PORT")
+    os.environ["RAY_GCS_SERVER_PORT"] = str(port)
+    try:
+        ray.init(address="local", include_dashboard=False, configure_logging=False)
+    finally:
+        if previous is None:
+            os.environ.pop("RAY_GCS_SERVER_PORT", None)
+        else:
+            os.environ["RAY_GCS_SERVER_PORT"] = previous
+    return True
+
+
+def prunes(name: str, epochs: int, multi_objective: bool) -> bool:
+    """Whether the search's scheduler stops trials by their epochs (else it is Tune's FIFO)."""
+    return not (multi_objective or name == "none" or epochs < 2)
+
+
+RESULT_BUFFER_S = 1.0  # a batch of epoch results goes to the driver at the first epoch after this long...
+RESULT_BUFFER_MAX = 100  # ...or at this many
+
+
+@contextlib.contextmanager
+def paced_results(on: bool) -> Iterator[None]:
+    """Where no scheduler acts on epochs, a worker hands Tune its epoch results in batches (the first
+    epoch after ``RESULT_BUFFER_S``) instead of waiting for a round trip to the driver after every
+    epoch, which on short epochs costs more than the epoch (measured: ~13 ms a report on 2 busy cores).
+
+    Tune's own result buffering: ``TUNE_RESULT_BUFFER_LENGTH`` above 1 (read when the experiment
+    starts) makes Tune call the trainable's ``train_buffered``, whose limits the trainable sets (see
+    make_trainable). A buffered call also ends at a checkpoint, so such a search checkpoints no
+    epochs (``Payload.checkpoint_epochs``); its trials retrain from their seed on restore anyway.
+    A stop (time budget, Ctrl-C) reaches a trial up to a batch later.
+    """
+    keys = {"TUNE_RESULT_BUFFER_LENGTH": str(RESULT_BUFFER_MAX)}
+    previous = {k: os.environ.get(k) for k in keys}
+    if on:
+        os.environ.update(keys)
+    try:
+        yield
+    finally:
+        for k, v in previous.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def make_scheduler(name: str, epochs: int, multi_objective: bool) -> Any:
+    """ASHA by default; pruning follows val_accuracy, and not at all for several objectives (as in Optuna)."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler
+
+    if not prunes(name, epochs, multi_objective):
+        return FIFOScheduler()
+    if name == "hyperband":
+        return HyperBandScheduler(time_attr="training_iteration", metric="val_accuracy", mode="max", max_t=epochs, reduction_factor=3)
+    return ASHAScheduler(time_attr="training_iteration", metric="val_accuracy", mode="max", max_t=epochs, grace_period=1, reduction_factor=3)
+
+
+@dataclass
+class RayTrial:
+    """One trial as the driver sees it at the end."""
+
+    number: int
+    params: dict[str, Any]
+    state: str
+    metrics: dict[str, Any]
+    error: str = ""
+    history: list[dict[str, float]] = field(default_factory=list)
+    start: float = 0.0
+    end: float = 0.0
+
+
+class RayBackend(Backend):
+    """``--backend ray``: a Ray Tune experiment, trials side by side up to ``--max-concurrent``."""
+
+    name = "ray"
+    flags = RAY_ONLY
+
+    def check(self, s: Any) -> None:
+        validate_settings(s)
+
+    def run(self, cfg: Any, s: Any, report: Any, t0: float) -> Any:
+        return run_ray_search(cfg, s, t0)
+
+
+def run_ray_search(cfg: Any, s: Any, t0: float) -> Any:
+    """``searchcore search --backend ray``: a Tune experiment over the search space, recorded in MLflow.
+    ``cfg`` comes resolved and checked (:func:`searchcore.engine.settings.resolve_search`)."""
+    from searchcore.engine.results import SearchResult
+    from searchcore.engine.runner import prepare
+    from searchcore.engine.samplers import make_sampler
+    from searchcore.engine.settings import sampler_source
+    from searchcore.plugins.host import get_host
+    from searchcore.track.tracking import DEFAULT_TRACKING, Tracker, mask_url
+
+    _trace("search start")
+    name = cfg.name
+    cpus = float(s.cpus_per_trial or 1.0)
+    gpus = float(s.gpus_per_trial or 0.0)
+    threads = max(1, int(cpus))
+    scheduler_name = s.scheduler or "asha"
+    host = get_host()
+    runner = prepare(cfg, host, threads)  # the driver checks the space here and retrains the winner with it
+    directions = runner.directions
+    sampler = make_sampler(cfg.sampler, cfg.seed, directions, host, source=sampler_source(cfg, s), dimensions=runner.space.dimensions,
+                           epochs=cfg.epochs)
+    root = Path(s.ray_storage or DEFAULT_RAY_STORAGE).expanduser().resolve()
+    experiment = root / name
+    if s.resume and not experiment.is_dir():
+        raise UsageError(f"--resume: no Ray experiment {name!r} under {root}; start it without --resume")
+    if not s.resume and experiment.exists():
+        raise UsageError(f"--name {name}: a Ray experiment of that name exists under {root}; continue it with --resume or pick another --name")
+    tracking_uri = absolute_tracking_uri(s.tracking_uri or DEFAULT_TRACKING)
+    tracker = Tracker(tracking_uri, experiment=name)
+    parent = _parent_run(tracker, cfg, host, sampler, scheduler_name, experiment, cpus, gpus, resume=s.resume)
+    extra = [i.module.__name__ for i in host.infos.values() if i.source == "--plugin" and i.module is not None]
+    payload = Payload(cfg=copy.deepcopy(cfg), plugins=extra, disabled=sorted(host.disabled), tracking_uri=tracking_uri,
+                      study=name, parent_run_id=parent, threads=threads, splits=shippable_splits(runner.splits),
+                      checkpoint_epochs=s.resume or prunes(scheduler_name, cfg.epochs, len(runner.names) > 1))
+    _trace("driver prepared")
+    started = connect(s.address)
+    _trace("connected")
+    try:
+        trials = _fit(payload, runner, sampler, scheduler_name, cfg, s, cpus, gpus, root, experiment)
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+    _trace("fit done")
+    if parent is not None:
+        _write_missing(tracker, name, parent, trials, runner)
+    result = SearchResult(name, str(experiment), mask_url(tracking_uri), parent, runner.names, directions)
+    result.counts = {}
+    for t in trials:
+        key = {"FAILED": "FAIL"}.get(t.state, t.state)
+        result.counts[key] = result.counts.get(key, 0) + 1
+    result.best = best_trials(trials, runner, directions, top=getattr(s, "top", 5))
+    _finish(result, runner, tracker, parent, cfg, s, name)
+    result.seconds = time.time() - t0
+    _trace("search end")
+    return result
+
+
+def _parent_run(tracker: Any, cfg: Any, host: Any, sampler: Any, scheduler: str, experiment: Path, cpus: float, gpus: float,
+                resume: bool) -> str | None:
+    """The search's parent run, as the Optuna backend writes it; found again by name on --resume."""
+    from importlib.metadata import version
+
+    from searchcore.track.tracking import mask_url
+
+    info = {
+        "searchcore_version": version("searchcore"),
+        "plugins": {i.name: i.version for i in host.loaded},
+        "sampler": str(sampler),  # NoRepeat(TPESampler) ...
+        "scheduler": scheduler,
+        "seed": cfg.seed,
+        "backend": "ray",
+        "storage": str(experiment),
+        "cpus_per_trial": cpus,
+        "gpus_per_trial": gpus,
+    }
+    try:
+        existing = tracker.find_search_run(cfg.name) if resume else None
+        return tracker.start_search(cfg.name, cfg.as_dict(), cfg.text, info, run_id=existing)
+    except Exception as e:
+        raise UsageError(f"--tracking-uri {mask_url(tracker.uri)}: MLflow is not answering ({type(e).__name__}); a Ray search records "
+                         "from its workers, so it needs the tracking server up before it starts") from None
+
+
+def _fit(payload: Payload, runner: Any, sampler: Any, scheduler_name: str, cfg: Any, s: Any, cpus: float, gpus: float,
+         root: Path, experiment: Path) -> list[RayTrial]:
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    trainable = make_trainable(payload, cpus, gpus)
+    if s.resume:
+        if not tune.Tuner.can_restore(str(experiment)):
+            raise UsageError(f"--resume: {experiment} holds no Ray Tune experiment state to continue")
+        tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        names, directions = runner.names, runner.directions
+        modes = ["max" if d == "maximize" else "min" for d in directions]
+        multi = len(names) > 1
+        searcher: Any = OptunaSearch(space=DefineByRun(runner.space.dimensions), metric=names if multi else names[0],
+                                     mode=modes if multi else modes[0], sampler=sampler)
+        if s.max_concurrent is not None:
+            searcher = ConcurrencyLimiter(searcher, max_concurrent=s.max_concurrent)
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=searcher, scheduler=make_scheduler(scheduler_name, cfg.epochs, multi), num_samples=cfg.trials,
+                reuse_actors=True, time_budget_s=cfg.timeout, trial_name_creator=trial_name, trial_dirname_creator=trial_name),
+            run_config=tune.RunConfig(
+                name=experiment.name, storage_path=str(root), verbose=1 if s.progress else 0,
+                failure_config=tune.FailureConfig(max_failures=1 if s.max_failures is None else s.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=None)),  # a few bytes each; num_to_keep forces a state snapshot per checkpoint
+        )
+    with _graceful_interrupt() as stop, paced_results(not payload.checkpoint_epochs):
+        _trace("fit start")
+        grid = tuner.fit()
+        _trace("fit returned")
+    if stop.is_set():
+        print(f"searchcore: interrupted; continue with the same command plus --resume (experiment {experiment})", file=sys.stderr)
+        raise KeyboardInterrupt(f"the Ray experiment was interrupted and saved; continue it with --name {experiment.name} --resume")
+    return [t for t in (_ray_trial(r) for r in grid) if t is not None]
+
+
+@contextlib.contextmanager
+def _graceful_interrupt() -> Iterator[threading.Event]:
+    """Ctrl-C stops Tune gracefully (state saved, running trials record themselves) and we know it.
+
+    Tune's own SIGINT handler leaves no trace of having fired, so it is switched off and our handler
+    asks Tune to stop through SIGUSR1, its other stop signal; a second Ctrl-C interrupts at once.
+    """
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGUSR1"):
+        yield stop
+        return
+    previous_env = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print("searchcore: stopping the Ray experiment; its state is saved for --resume (Ctrl-C again to abort)", file=sys.stderr)
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if previous_env is None:
+            os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+        else:
+            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = previous_env
+
+
+def _ray_trial(r: Any) -> RayTrial | None:
+    """The driver's view of one Tune result; None for a trial that never ran."""
+    try:
+        number = trial_number(Path(r.path).name)
+    except (TypeError, ValueError):
+        return None
+    metrics = dict(r.metrics or {})
+    if not metrics and r.error is None:
+        return None
+    state = "FAILED" if r.error is not None else str(metrics.get(STATE_KEY) or "PRUNED")
+    epochs: dict[int, dict[str, float]] = {}  # by epoch, the latest: a trial restarted without a checkpoint reports its epochs again
+    df = r.metrics_dataframe
+    if df is not None and "epoch" in df.columns:
+        for _, row in df.iterrows():
+            if row.get("epoch") == row.get("epoch") and row.get("epoch") is not None:
+                epochs[int(row["epoch"])] = {"epoch": int(row["epoch"]), **{k: float(row[k]) for k in EPOCH_KEYS if k in row and row[k] == row[k]}}
+    history = [epochs[e] for e in sorted(epochs)]
+    end = float(metrics.get("timestamp", time.time()))
+    start = end - float(metrics.get("time_total_s", 0.0))
+    error = f"{type(r.error).__name__}: {' '.join(str(r.error).split())}"[:500] if r.error is not None else ""
+    return RayTrial(number, flat_params(dict(r.config or {})), state, metrics, error, history, start, end)
+
+
+def _child_runs(tracker: Any, study: str) -> dict[int, Any]:
+    from searchcore.track.tracking import TAG_KIND, TAG_STUDY, TAG_TRIAL
+
+    runs: dict[int, Any] = {}
+    token = None
+    while True:
+        page = tracker.client.search_runs([tracker.experiment_id], f"tags.`{TAG_STUDY}` = '{study}' and tags.`{TAG_KIND}` = 'trial'",
+                                          max_results=1000, page_token=token)
+        for run in page:
+            runs[int(run.data.tags[TAG_TRIAL])] = run
+        token = page.token
+        if not token:
+            return runs
+
+
+def _write_missing(tracker: Any, study: str, parent: str, trials: list[RayTrial], runner: Any) -> int:
+    """Records for trials whose worker died before writing one (or mid-write): from Tune's results."""
+    from searchcore.train.outcome import TrialOutcome
+
+    try:
+        present = _child_runs(tracker, study)
+    except Exception as e:
+        print(f"searchcore: warning: could not check the trial records in MLflow: {type(e).__name__}", file=sys.stderr)
+        return 0
+    written = 0
+    for t in trials:
+        run = present.get(t.number)
+        if run is not None and run.info.status != "RUNNING":
+            continue
+        if run is not None:  # a half-written record (its worker was killed while writing)
+            tracker.client.delete_run(run.info.run_id)
+        try:
+            spec = runner.space.spec(runner.space.rebuild_params(t.params, f"trial {t.number}"))
+        except Exception:
+            spec = None
+        metrics = {k: float(v) for k, v in t.metrics.items() if k in set(runner.names) | {"params", "best_val_accuracy"} and _number(v)}
+        reason = t.error or str(t.metrics.get("searchcore_reason", "")) or ("stopped by the Ray Tune scheduler" if t.state == "PRUNED" else "")
+        outcome = TrialOutcome(number=t.number, params=t.params, spec=spec, state=t.state, reason=reason, metrics=metrics,
+                               history=t.history, start=t.start, end=t.end, tags={TAG_BACKEND: "ray", "searchcore.recorded_by": "driver"})
+        tracker.write_trial(outcome, study, parent, {})
+        written += 1
+    return written
+
+
+def best_trials(trials: list[RayTrial], runner: Any, directions: list[str], top: int = 5) -> list[Any]:
+    """Single objective: the top complete trials. Several: the Pareto front, as the Optuna backend reports."""
+    from searchcore.engine.results import Architecture
+    from searchcore.train.objectives import pareto_front
+
+    names = runner.names
+    done = []
+    for t in trials:
+        values = [t.metrics.get(n) for n in names]
+        if t.state == "COMPLETE" and all(_number(v) for v in values):
+            done.append((t, [float(v) for v in values]))
+    if not done:
+        return []
+    if len(names) > 1:
+        chosen = [done[i] for i in pareto_front([v for _, v in done], directions)]
+    else:
+        sign = -1.0 if directions[0] == "maximize" else 1.0
+        chosen = sorted(done, key=lambda tv: (sign * tv[1][0], tv[0].number))[:top]
+    out = []
+    for t, values in chosen:
+        params = runner.space.rebuild_params(t.params, f"trial {t.number}")
+        metrics = {k: float(v) for k, v in t.metrics.items() if _number(v) and (k in names or k in ("params", "best_val_accuracy"))}
+        out.append(Architecture(t.number, runner.space.spec(params), params, values, metrics))
+    return out
+
+
+def _finish(result: Any, runner: Any, tracker: Any, parent: str | None, cfg: Any, s: Any, name: str) -> None:
+    """The same ending as the Optuna backend: retrain and register the winner, the baseline, the summary."""
+    from searchcore.engine import results as search_api
+
+    final: dict[str, float] = {}
+    if result.best and s.register and cfg.evaluator == "train":
+        search_api.finalize_best(result, runner, tracker, parent, name)
+        final["best_test_accuracy"] = max(a.test_accuracy or 0.0 for a in result.best)
+    if s.baseline and cfg.evaluator == "train":
+        result.baseline_test_accuracy = search_api.baseline_test_accuracy(runner)
+        final["baseline_test_accuracy"] = result.baseline_test_accuracy
+    final.update({f"trials_{k.lower()}": v for k, v in result.counts.items()})
+    if parent is None:
+        return
+    try:
+        if hasattr(tracker, "log_summary") and hasattr(search_api, "summary"):
+            tracker.log_summary(parent, search_api.summary(result))
+        tracker.end_search(parent, metrics=final)
+    except Exception as e:  # the trials are recorded; only the closing metrics are lost
+        print(f"searchcore: warning: could not close the MLflow parent run: {type(e).__name__}", file=sys.stderr)
+
+
+__all__ = ["run_ray_search", "validate_settings", "check_address", "free_port", "make_scheduler", "RayBackend", "SCHEDULERS"]

@@ -1,0 +1,92 @@
+"""What a search returns and how every backend ends one: the best architectures retrained, tested
+and registered, the seed backbone as the bar to beat, the summary on the parent run."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+ATTR_CONFIG = "searchcore_config"
+ATTR_SPACE = "searchcore_space"
+ATTR_PARENT = "mlflow_parent_run_id"
+ATTR_TRACKING = "mlflow_tracking_uri"
+
+
+@dataclass
+class Architecture:
+    """One of the best architectures a search found."""
+
+    trial: int
+    spec: dict
+    params: dict[str, Any]
+    values: list[float]
+    metrics: dict[str, float]
+    test_accuracy: float | None = None
+    model_uri: str | None = None
+
+    @property
+    def one_line(self) -> str:
+        from searchcore.arch.spec import encode
+
+        return encode(self.spec)
+
+
+@dataclass
+class SearchResult:
+    """What a search returns; everything in it is also in the study storage and in MLflow."""
+
+    name: str
+    storage: str
+    tracking_uri: str
+    parent_run_id: str | None
+    objectives: list[str]
+    directions: list[str]
+    best: list[Architecture] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    baseline_test_accuracy: float | None = None
+    seconds: float = 0.0
+    stopped_reason: str = ""
+
+
+def summary(result: SearchResult) -> dict[str, Any]:
+    """What the parent run keeps of the outcome: objectives, and each chosen architecture."""
+    return {
+        "objectives": dict(zip(result.objectives, result.directions)),
+        "pareto": len(result.objectives) > 1,
+        "baseline_test_accuracy": result.baseline_test_accuracy,
+        "architectures": [
+            {"trial": a.trial, "values": a.values, "test_accuracy": a.test_accuracy, "model_uri": a.model_uri,
+             "params": a.params, "one_line": a.one_line, "metrics": a.metrics}
+            for a in result.best
+        ],
+    }
+
+
+def finalize_best(result: SearchResult, runner: Any, tracker: Any, parent: str | None, name: str) -> None:
+    """Retrain the winner(s) with the search's budget and seed, test once, log and register."""
+    from searchcore.train.fit import fit
+    from searchcore.train.trainer import evaluate
+
+    chosen = result.best if len(result.directions) > 1 else result.best[:1]
+    for arch in chosen:
+        # the same path as a trial (plugins' distillation, pruning), so the registered model is the one scored
+        fitted = fit(arch.spec, runner.host, runner.splits, runner.train_config(), runner.space.options, final=True)
+        model = fitted.model
+        arch.test_accuracy = evaluate(model, runner.splits.test_x, runner.splits.test_y)
+        if parent is None or tracker.down:
+            continue
+        try:
+            arch.model_uri = tracker.log_model(model, arch.spec, name, arch.test_accuracy, arch.trial, parent, metrics=fitted.metrics)
+        except Exception as e:
+            print(f"searchcore: warning: could not register the best model in MLflow: {type(e).__name__}: {e}", file=sys.stderr)
+
+
+def baseline_test_accuracy(runner: Any) -> float:
+    """The unimproved backbone (every plugin off), trained like any trial: the bar to beat."""
+    from searchcore.train.fit import fit
+    from searchcore.train.trainer import evaluate
+
+    spec = runner.space.spec(runner.space.off_params())
+    model = fit(spec, runner.host, runner.splits, runner.train_config(), runner.space.options).model
+    return evaluate(model, runner.splits.test_x, runner.splits.test_y)

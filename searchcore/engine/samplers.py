@@ -1,0 +1,39 @@
+"""Samplers and pruners by name, for every backend: a sampler comes from the plugins' catalog (the core
+plugin registers the strategies in :mod:`searchcore.engine.strategies`), a pruner from Optuna's."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from searchcore.errors import UsageError
+
+
+def make_sampler(name: str, seed: int, directions: list[str], host: Any, source: str = "--sampler", dimensions: list | None = None,
+                 epochs: int | None = None) -> Any:
+    """A sampler from the plugins' catalog; ``auto`` is TPE for one objective, NSGA-II for several."""
+    import inspect
+
+    multi = len(directions) > 1
+    if name == "auto":
+        name = "nsga2" if multi else "tpe"
+    samplers = host.catalog("samplers")
+    if name not in samplers:
+        raise UsageError(f"{source}: unknown sampler {name!r}; available: auto, {', '.join(sorted(samplers))}")
+    factory = samplers[name]
+    offered = {"seed": seed, "multi_objective": multi, "dimensions": list(dimensions or []), "epochs": epochs}
+    accepted = inspect.signature(factory).parameters
+    return factory(**{k: v for k, v in offered.items() if k in accepted})
+
+
+def make_pruner(name: str, epochs: int, multi_objective: bool) -> Any:
+    import optuna
+
+    if multi_objective or name == "none":
+        return optuna.pruners.NopPruner()
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs, reduction_factor=3)
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=1)
+    if name == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    raise UsageError(f"--pruner: unknown pruner {name!r}; allowed: hyperband, median, successive_halving, none")

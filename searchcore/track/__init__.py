@@ -1,0 +1,1 @@
+"""Records: MLflow runs for each trial and search, the model registry, ONNX export."""
