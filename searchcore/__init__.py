@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from searchcore.aliases import install
 from searchcore.plugins.hookspecs import hookimpl
+
+install()  # old import paths (searchcore.build, searchcore.spec, ...): see searchcore/aliases.py
 
 __version__ = "0.1.0"
 

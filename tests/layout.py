@@ -58,7 +58,7 @@ def check_layout(tracking_uri: str, experiment: str, expected_trials: int) -> La
     import torch
 
     from searchcore.arch.spec import decode, from_json, spec_hash
-    from searchcore.build import build  # the public path: build(spec) with the loaded plugins' blocks
+    from searchcore.plugins.building import build  # build(spec) with the loaded plugins' blocks
 
     client = MlflowClient(tracking_uri=tracking_uri)
     exp = client.get_experiment_by_name(experiment)

@@ -11,10 +11,10 @@ from searchcore_plugins.distill import distillation_loss
 from torch import nn
 
 from searchcore.authoring.testing import PluginConformance
-from searchcore.build import build  # the public path: build(spec) with the loaded plugins' blocks
 from searchcore.builtin.core import seed_cnn
 from searchcore.engine.config import SpaceConfig
 from searchcore.engine.runner import prepare
+from searchcore.plugins.building import build  # build(spec) with the loaded plugins' blocks
 from searchcore.plugins.host import get_host
 from searchcore.space import ParamsTrial
 from searchcore.track.tracking import Tracker

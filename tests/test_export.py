@@ -11,9 +11,9 @@ import torch
 from mlflow.tracking import MlflowClient
 from searchcore_plugins import torchvision_base as tv
 
-from searchcore.build import build  # the public path: build(spec) with the loaded plugins' blocks
 from searchcore.builtin.core import seed_cnn
 from searchcore.cli import main
+from searchcore.plugins.building import build  # build(spec) with the loaded plugins' blocks
 from searchcore.track.export import TOLERANCE, export
 from searchcore.track.tracking import TAG_SPEC, Tracker
 from searchcore.train import data

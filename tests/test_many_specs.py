@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from searchcore.arch.spec import decode, encode
-from searchcore.build import build  # the public path: build(spec) with the loaded plugins' blocks
 from searchcore.engine.config import load_space, resolve
+from searchcore.plugins.building import build  # build(spec) with the loaded plugins' blocks
 from searchcore.plugins.host import get_host
 
 N_SPECS = 200

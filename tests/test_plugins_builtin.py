@@ -14,8 +14,8 @@ import torch
 from torch import nn
 from torchvision.ops import SqueezeExcitation
 
-from searchcore.build import build, param_count  # the public path: build(spec) with the loaded plugins' blocks
 from searchcore.engine.config import load_space, resolve
+from searchcore.plugins.building import build, param_count  # build(spec) with the loaded plugins' blocks
 from searchcore.plugins.host import get_host
 
 SEED_LAYERS = [nn.Conv2d, nn.ReLU, nn.MaxPool2d] * 3 + [nn.Flatten, nn.Linear]

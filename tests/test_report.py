@@ -19,11 +19,11 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from searchcore.build import build, param_count  # the public path: build(spec) with the loaded plugins' blocks
 from searchcore.cli import main
 from searchcore.engine.api import run_search
 from searchcore.engine.results import Architecture, SearchResult
 from searchcore.engine.settings import Settings
+from searchcore.plugins.building import build, param_count  # build(spec) with the loaded plugins' blocks
 from searchcore.report import assemble, collect, credit, diagram, gradcam, links, plots
 from searchcore.report.hook import log_search_report
 from searchcore.space import Dimension

@@ -12,11 +12,11 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from searchcore.arch.spec import decode, from_json
-from searchcore.build import build  # the public path: build(spec) with the loaded plugins' blocks
 from searchcore.cli import main
 from searchcore.engine.api import run_search
 from searchcore.engine.backends.storage import open_storage
 from searchcore.engine.settings import Settings
+from searchcore.plugins.building import build  # build(spec) with the loaded plugins' blocks
 
 
 def _client(workdir: Path) -> MlflowClient:

@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from searchcore.arch.spec import decode, encode, from_json, spec_hash, to_json, validate
-from searchcore.build import build, param_count  # the public path: build(spec) with the loaded plugins' blocks
 from searchcore.engine.config import load_space, resolve
 from searchcore.errors import SpecError
+from searchcore.plugins.building import build, param_count  # build(spec) with the loaded plugins' blocks
 from searchcore.plugins.host import get_host
 
 SEED_DIGITS_HASH = "3bab456ebef4"

@@ -14,9 +14,9 @@ from torch import nn
 import searchcore
 from searchcore.arch.spec import decode, encode
 from searchcore.authoring.testing import PluginConformance
-from searchcore.build import build  # the public path: build(spec) with the loaded plugins' blocks
 from searchcore.engine.config import SpaceConfig, load_space, resolve
 from searchcore.errors import SpecError, UsageError
+from searchcore.plugins.building import build  # build(spec) with the loaded plugins' blocks
 from searchcore.plugins.host import get_host
 from searchcore.space import ParamsTrial
 

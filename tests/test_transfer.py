@@ -11,12 +11,12 @@ import pytest
 import torch
 
 import searchcore
-from searchcore.build import build  # the public path: build(spec) with the loaded plugins' blocks
 from searchcore.builtin.core import seed_cnn
 from searchcore.cli import main
 from searchcore.engine.config import load_space
 from searchcore.engine.runner import prepare
 from searchcore.errors import UsageError
+from searchcore.plugins.building import build  # build(spec) with the loaded plugins' blocks
 from searchcore.plugins.host import get_host
 from searchcore.space import ParamsTrial
 from searchcore.track import models
