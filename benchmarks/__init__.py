@@ -458,7 +458,7 @@ def train_test_evaluator(spec: dict, config: Any, report: Callable[[int, dict[st
     The test split is scored once after training and stored as a metric; no sampler or pruner sees it.
     """
     from searchcore.arch.build import build, param_count
-    from searchcore.cli.main import load_splits
+    from searchcore.engine.runner import load_splits
     from searchcore.plugins.host import get_host
     from searchcore.train.trainer import TrainConfig, evaluate, train_model
 

@@ -42,7 +42,7 @@ def cifar_shaped(n: int, seed: int = 0) -> Any:
 
 
 def digits() -> Any:
-    from searchcore.cli.main import load_splits
+    from searchcore.engine.runner import load_splits
     from searchcore.engine.config import load_space
 
     return load_splits(load_space(None), load_plugin())

@@ -43,7 +43,7 @@ def _typed(dim: Any, text: str) -> Any:
 
 
 def _space(space_text: str) -> Any:
-    from searchcore.cli.main import dataset_shape
+    from searchcore.engine.runner import dataset_shape
     from searchcore.engine.config import parse_space, resolve
     from searchcore.plugins.host import get_host
 
