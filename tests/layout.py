@@ -43,8 +43,8 @@ def _typed(dim: Any, text: str) -> Any:
 
 
 def _space(space_text: str) -> Any:
-    from searchcore.engine.runner import dataset_shape
     from searchcore.engine.config import parse_space, resolve
+    from searchcore.engine.runner import dataset_shape
     from searchcore.plugins.host import get_host
 
     cfg = parse_space(space_text, "space.yaml of the parent run")

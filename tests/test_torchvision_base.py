@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from searchcore_plugins import torchvision_base as tv
+from searchcore_plugins.torchvision_base.edits import Gate
 from torch import nn
 
 import searchcore
@@ -165,7 +166,7 @@ train: {{batch_size: 5}}
     assert {"type": "tvbase.kernel", "at": "layer2.0.conv1", "k": 5} in block["edits"]
     model = build(best.spec)
     assert model.stem[0].net.get_submodule("root.layer2.0.conv1").kernel_size == (5, 5)
-    assert any(isinstance(m, tv.Gate) for m in model.modules())
+    assert any(isinstance(m, Gate) for m in model.modules())
     assert 0.0 <= best.metrics["val_accuracy"] <= 1.0 and best.metrics["params"] > 11e6
     assert isinstance(model, nn.Module)
 
