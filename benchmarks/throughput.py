@@ -42,8 +42,8 @@ def cifar_shaped(n: int, seed: int = 0) -> Any:
 
 
 def digits() -> Any:
-    from searchcore.engine.runner import load_splits
     from searchcore.engine.config import load_space
+    from searchcore.engine.runner import load_splits
 
     return load_splits(load_space(None), load_plugin())
 
