@@ -74,7 +74,7 @@ def shared_search(factory: pytest.TempPathFactory) -> Searched:
         space.write_text(SPACE)
         err = io.StringIO()
         with contextlib.redirect_stderr(err):
-            result = run_search(space, Settings(name="rep", progress=False, baseline=False, storage=storage, tracking_uri=tracking))
+            result = run_search(space, Settings(name="rep", progress=False, baseline=True, storage=storage, tracking_uri=tracking))
         saved.write_text(json.dumps({"result": asdict(result), "stderr": err.getvalue()}))
     info = json.loads(saved.read_text())
     r = dict(info["result"])
@@ -329,7 +329,51 @@ def test_report_of_an_unknown_search_is_one_line(searched: Searched, capsys: pyt
 def test_ui_prints_a_training_view_link_per_search(searched: Searched, capsys: pytest.CaptureFixture) -> None:
     links.print_ui_links(searched.tracking, "127.0.0.1", 5999)
     out = capsys.readouterr().out
-    assert f"search rep: http://127.0.0.1:5999/#/experiments/{_experiment(searched)}/runs?workflowType=machine_learning" in out
+    exp = _experiment(searched)
+    assert f"search rep: http://127.0.0.1:5999/#/experiments/{exp}/runs?viewStateShareKey=searchcore&workflowType=machine_learning" in out
+
+
+def test_mlflow_records_answer_who_won_and_by_how_much(searched: Searched) -> None:
+    """What MLflow's pages are built from (tests/test_browser.py looks at the pages themselves)."""
+    client, exp, r = searched.client(), _experiment(searched), searched.result
+    winner = r.best[0]
+    # the saved runs view: trial runs only, best first by the objective, the columns that answer the question
+    envelope = json.loads(client.get_experiment(exp).tags["mlflow.sharedViewState.searchcore"])
+    state = json.loads(envelope["state"])
+    assert state["orderByKey"] == "metrics.`val_accuracy`" and state["orderByAsc"] is False
+    assert state["searchFilter"] == "tags.`searchcore.kind` = 'trial'"
+    assert {"metrics.`test_accuracy`", "metrics.`gain_vs_baseline_pts`", "metrics.`params`", "metrics.`macs`",
+            "tags.`searchcore.state`", "tags.`searchcore.spec`"} <= set(state["selectedColumns"])
+    runs = {int(t.data.tags["searchcore.trial"]): t for t in client.search_runs([exp], "tags.`searchcore.kind` = 'trial'")}
+    for t in searched.study().trials:
+        run = runs[t.number]
+        state_name = {"COMPLETE": "", "PRUNED": " (pruned)", "FAIL": " (failed)"}[t.state.name]
+        if t.number == winner.trial:
+            assert run.info.run_name == f"trial-{t.number} ★ best"
+        else:
+            assert run.info.run_name == f"trial-{t.number}{state_name}"
+        if t.state.name != "FAIL":
+            assert run.data.metrics["params"] > 0 and run.data.metrics["macs"] > 0  # pruned trials too
+    best = runs[winner.trial].data.metrics
+    assert best["test_accuracy"] == pytest.approx(winner.test_accuracy)
+    assert best["gain_vs_baseline_pts"] == pytest.approx(100 * (winner.test_accuracy - r.baseline_test_accuracy))
+    # the parent run's description opens with the winner against the baseline
+    note = client.get_run(r.parent_run_id).data.tags["mlflow.note.content"]
+    assert f"Best: trial {winner.trial}, test accuracy {winner.test_accuracy:.4f} vs {r.baseline_test_accuracy:.4f}" in note
+    # the registered model's page: the numbers and how to use it
+    model = client.get_registered_model("rep")
+    assert model.tags["test_accuracy"] == f"{winner.test_accuracy:.4f}" and model.tags["architecture"] == winner.one_line
+    for words in ("searchcore train models:/rep/1", "searchcore export models:/rep/1", "searchcore.build.build(spec)", f"{winner.test_accuracy:.4f}"):
+        assert words in model.description
+
+
+def test_trial_run_names_tell_pruned_failed_and_crashed_apart() -> None:
+    from searchcore.mlflow_view import trial_run_name
+
+    assert trial_run_name(4, "PRUNED", "pruned at epoch 1") == "trial-4 (pruned)"
+    assert trial_run_name(5, "FAILED", "out of memory") == "trial-5 (failed)"
+    assert trial_run_name(6, "FAILED", "interrupted: its worker died (process killed)") == "trial-6 (crashed)"
+    assert trial_run_name(7, "COMPLETE") == "trial-7"
 
 
 def _experiment(searched: Searched) -> str:
