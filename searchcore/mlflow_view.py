@@ -82,7 +82,7 @@ def view_state(objectives: list[str], directions: list[str]) -> dict[str, Any]:
     """The runs table's state: trial runs, best first by the first objective, the columns that matter."""
     metrics = list(dict.fromkeys([*objectives, TEST, GAIN, *COSTS]))
     columns = [_key("metrics", m) for m in metrics] + [_key("tags", TAG_STATE), _key("tags", TAG_SPEC)]
-    widths = {c: 120 for c in columns} | {_key("tags", TAG_SPEC): 520}
+    widths = {c: 112 for c in columns} | {_key("metrics", GAIN): 160, _key("tags", TAG_STATE): 110, _key("tags", TAG_SPEC): 520}
     return {
         "searchFilter": "tags.`searchcore.kind` = 'trial'",
         "orderByKey": _key("metrics", objectives[0]),
@@ -185,10 +185,13 @@ def finish(tracker: Any, result: Any, study: str, directions: list[str], limit: 
             continue
         metrics = [Metric(TEST, float(arch.test_accuracy), now, 0)]
         if base is not None:
-            metrics.append(Metric(GAIN, 100 * (arch.test_accuracy - base), now, 0))
+            metrics.append(Metric(GAIN, round(100 * (arch.test_accuracy - base), 2), now, 0))
         client.log_batch(run.info.run_id, metrics=metrics)
         client.update_run(run.info.run_id, name=f"trial-{arch.trial} {WINNER_MARK} {'Pareto' if pareto else 'best'}")
-        client.set_tag(run.info.run_id, TAG_WINNER, headline(result) if not pareto else f"on the Pareto front, test accuracy {arch.test_accuracy:.4f}")
+        words = headline(result) if not pareto else f"On the Pareto front: trial {arch.trial}, test accuracy {arch.test_accuracy:.4f}"
+        client.set_tag(run.info.run_id, TAG_WINNER, words)
+        model = f"\n\nRegistered as `{arch.model_uri}`." if arch.model_uri else ""
+        client.set_tag(run.info.run_id, "mlflow.note.content", f"**{words}**\n\nArchitecture: `{arch.one_line}`{model}")
         if arch.model_uri:
             describe_model(client, arch, base, study)
 
@@ -201,7 +204,8 @@ def describe_model(client: Any, arch: Any, baseline: float | None, name: str) ->
     if baseline is not None:
         tags["baseline_test_accuracy"] = f"{baseline:.4f}"
     for k, v in tags.items():
-        client.set_registered_model_tag(model, k, v)
+        if k != "architecture":  # long: on the model's page it is in the description, above the tags
+            client.set_registered_model_tag(model, k, v)
         client.set_model_version_tag(model, version, k, v)
     vs = f" against {baseline:.4f} for the baseline ({gain})" if baseline is not None else ""
     text = (f"Trial {arch.trial} of search `{name}`: test accuracy **{arch.test_accuracy:.4f}**{vs}.\n\n"
@@ -215,9 +219,13 @@ def describe_model(client: Any, arch: Any, baseline: float | None, name: str) ->
 
 # --- serving MLflow's UI with the model-training view as the default ------------------------------------
 
-STORAGE_KEY = "mlflow.workflowType_v1"  # MLflow's useLocalStorage key for the view (``{key}_v{version}``)
-_KEY_JS, _VALUE_JS = json.dumps(STORAGE_KEY), json.dumps(json.dumps(WORKFLOW))
-_SCRIPT = f"<script>try{{if(!localStorage.getItem({_KEY_JS}))localStorage.setItem({_KEY_JS},{_VALUE_JS})}}catch(e){{}}</script>"
+# MLflow's useLocalStorage keys (``{key}_v{version}``, JSON values), set only where the browser has none:
+# the model-training view, and the Assistant panel counted as already shown once, so that it does not
+# open by itself over the right half of the runs table (its button still opens it)
+DEFAULTS = {"mlflow.workflowType_v1": WORKFLOW, "mlflow.assistant.fab.autoOpenedOnFirstLoad_v1": True}
+_SCRIPT = "<script>try{" + "".join(
+    f"if(!localStorage.getItem({json.dumps(k)}))localStorage.setItem({json.dumps(k)},{json.dumps(json.dumps(v))});" for k, v in DEFAULTS.items()
+) + "}catch(e){}</script>"
 
 
 class TrainingViewFirst:

@@ -356,13 +356,14 @@ def test_mlflow_records_answer_who_won_and_by_how_much(searched: Searched) -> No
             assert run.data.metrics["params"] > 0 and run.data.metrics["macs"] > 0  # pruned trials too
     best = runs[winner.trial].data.metrics
     assert best["test_accuracy"] == pytest.approx(winner.test_accuracy)
-    assert best["gain_vs_baseline_pts"] == pytest.approx(100 * (winner.test_accuracy - r.baseline_test_accuracy))
+    assert best["gain_vs_baseline_pts"] == pytest.approx(round(100 * (winner.test_accuracy - r.baseline_test_accuracy), 2))
     # the parent run's description opens with the winner against the baseline
     note = client.get_run(r.parent_run_id).data.tags["mlflow.note.content"]
     assert f"Best: trial {winner.trial}, test accuracy {winner.test_accuracy:.4f} vs {r.baseline_test_accuracy:.4f}" in note
     # the registered model's page: the numbers and how to use it
     model = client.get_registered_model("rep")
-    assert model.tags["test_accuracy"] == f"{winner.test_accuracy:.4f}" and model.tags["architecture"] == winner.one_line
+    assert model.tags["test_accuracy"] == f"{winner.test_accuracy:.4f}" and model.tags["baseline_test_accuracy"] == f"{r.baseline_test_accuracy:.4f}"
+    assert client.get_model_version("rep", "1").tags["architecture"] == winner.one_line
     for words in ("searchcore train models:/rep/1", "searchcore export models:/rep/1", "searchcore.build.build(spec)", f"{winner.test_accuracy:.4f}"):
         assert words in model.description
 
