@@ -221,7 +221,7 @@ def _search(cfg: Any, s: Settings, name: str, threads: int, storage_url: str, tr
         result.baseline_test_accuracy = baseline_test_accuracy(runner)
         final_metrics["baseline_test_accuracy"] = result.baseline_test_accuracy
     if parent is not None and not tracker.down:
-        _finish_mlflow_view(tracker, result, name, directions)
+        finish_mlflow_view(tracker, result, name, directions)
     if s.plots and parent is not None and not tracker.down:
         from searchcore.report.hook import log_search_report  # never raises: a plotting failure is one warning
 
@@ -237,7 +237,7 @@ def _search(cfg: Any, s: Settings, name: str, threads: int, storage_url: str, tr
     return result
 
 
-def _finish_mlflow_view(tracker: Tracker, result: SearchResult, name: str, directions: list[str]) -> None:
+def finish_mlflow_view(tracker: Tracker, result: SearchResult, name: str, directions: list[str]) -> None:
     """The winner's numbers on its trial run and model page, params and MACs on every trial run."""
     from searchcore import mlflow_view
 
