@@ -156,15 +156,16 @@ def _costs(spec: dict) -> dict[str, float]:
         return {"params": float(param_count(model)), "macs": float(count_macs(model, spec["input"]))}
 
 
-def finish(tracker: Any, result: Any, study: str, directions: list[str], limit: int = 2000) -> None:
+def finish(tracker: Any, result: Any, study: str, directions: list[str], limit: int = 500) -> None:
     """After the winner is tested and the baseline trained: the view with the study's directions,
-    params and MACs on every trial run, the winner's numbers, the registered model's page."""
+    params and MACs on every trial run (the first ``limit``: each is a model built), the winner's
+    numbers, the registered model's page. A resumed search's earlier winner loses its mark."""
     from mlflow.entities import Metric
 
     from searchcore.spec import decode
 
     client, exp = tracker.client, tracker.experiment_id
-    save_view(client, exp, list(result.objectives), directions)
+    save_view(client, exp, list(result.objectives) or ["val_accuracy"], directions)
     runs = _trial_runs(client, exp, study)
     now = int(time.time() * 1000)
     for _, run in sorted(runs.items())[:limit]:
@@ -179,6 +180,13 @@ def finish(tracker: Any, result: Any, study: str, directions: list[str], limit: 
         client.log_batch(run.info.run_id, metrics=[Metric(c, costs[c], now, 0) for c in missing])
     base = result.baseline_test_accuracy
     pareto = len(result.objectives) > 1
+    tested = {a.trial for a in result.best if a.test_accuracy is not None}
+    for number, run in runs.items():
+        if TAG_WINNER in run.data.tags and number not in tested:
+            tags = run.data.tags
+            client.update_run(run.info.run_id, name=trial_run_name(number, tags.get(TAG_STATE, ""), tags.get("searchcore.reason", "")))
+            client.delete_tag(run.info.run_id, TAG_WINNER)
+            client.delete_tag(run.info.run_id, "mlflow.note.content")
     for arch in result.best:
         run = runs.get(arch.trial)
         if arch.test_accuracy is None or run is None:

@@ -383,3 +383,39 @@ def _experiment(searched: Searched) -> str:
 
 def _dims(searched: Searched) -> list[Dimension]:
     return collect.runner_from_study(searched.study()).space.dimensions
+
+
+def test_mlflow_view_marks_the_winner_and_unmarks_a_resumed_searchs_old_one(searched: Searched, tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from searchcore import mlflow_view
+    from searchcore.runner import TrialOutcome
+
+    spec = searched.result.best[0].spec
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="resumed")
+    parent = tracker.start_search("resumed", {"objectives": {"val_accuracy": {}}}, "", {})
+    outcomes = [TrialOutcome(0, {}, spec, "COMPLETE", metrics={"val_accuracy": 0.9}, start=1.0, end=2.0),
+                TrialOutcome(1, {}, spec, "PRUNED", "pruned at epoch 1", history=[{"epoch": 1, "val_accuracy": 0.3}], start=1.0, end=2.0),
+                TrialOutcome(2, {}, None, "FAILED", "interrupted: its worker died (process killed)", start=1.0, end=2.0),
+                TrialOutcome(3, {}, spec, "COMPLETE", metrics={"val_accuracy": 0.95}, start=1.0, end=2.0)]
+    for o in outcomes[:3]:
+        tracker.write_trial(o, "resumed", parent, {})
+
+    def arch(n: int, acc: float) -> Architecture:
+        return Architecture(n, spec, {}, [acc], {}, test_accuracy=acc)
+
+    def runs() -> dict[int, Any]:
+        return {int(r.data.tags["searchcore.trial"]): r for r in tracker.client.search_runs([tracker.experiment_id])
+                if r.data.tags.get("searchcore.kind") == "trial"}
+
+    mlflow_view.finish(tracker, SimpleNamespace(objectives=["val_accuracy"], baseline_test_accuracy=0.5, best=[arch(0, 0.8)]), "resumed", ["maximize"])
+    first = runs()
+    assert [first[n].info.run_name for n in range(3)] == ["trial-0 ★ best", "trial-1 (pruned)", "trial-2 (crashed)"]
+    assert first[0].data.metrics["gain_vs_baseline_pts"] == pytest.approx(30.0)
+    assert first[1].data.metrics["macs"] > 0 and "Not a crash" in first[1].data.tags["mlflow.note.content"]
+    assert "macs" not in first[2].data.metrics  # no spec, no cells
+    tracker.write_trial(outcomes[3], "resumed", parent, {})  # resumed: a better trial
+    mlflow_view.finish(tracker, SimpleNamespace(objectives=["val_accuracy"], baseline_test_accuracy=0.5, best=[arch(3, 0.9)]), "resumed", ["maximize"])
+    second = runs()
+    assert second[0].info.run_name == "trial-0" and "searchcore.winner" not in second[0].data.tags
+    assert second[3].info.run_name == "trial-3 ★ best"
