@@ -141,9 +141,7 @@ def description(parts: Any, result: Any = None) -> str:
     from searchcore.report.credit import table_rows
 
     c = parts.credit
-    lines = [f"searchcore search {parts.data.name}", ""]
-    if result is not None:
-        lines += [f"**{headline(result)}**", ""]
+    lines = [f"**{headline(result)}**", ""] if result is not None else [f"searchcore search {parts.data.name}", ""]
     lines += [f"**{c.headline}**", "",
              f"| plugin | trials on/off | effect on {c.metric} | effect on {c.cost_label} | winner's exact cost | in winner |",
              "|---|---|---|---|---|---|"]
