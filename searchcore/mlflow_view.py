@@ -13,7 +13,8 @@ much, and what helped" without a click. Checked against MLflow 3.17's UI (tests/
   default GenAI), not from the experiment: a run opened from the table (its link carries no
   ``workflowType``) opens as a GenAI evaluation. ``searchcore ui`` therefore serves MLflow through
   :data:`app` (an ``mlflow.app`` plugin, ``mlflow ui --app-name searchcore``), which only adds to
-  MLflow's page a default of ``machine_learning`` for browsers that have not chosen a view.
+  MLflow's page a default of ``machine_learning`` for browsers that have not chosen a view. It is
+  an ASGI app, for MLflow's default uvicorn server (not ``--gunicorn-opts`` / ``--waitress-opts``).
 * **Run names.** A trial's state is in its name (``trial-4 (pruned)``, ``trial-5 (failed)``,
   ``trial-6 (crashed)``), the winner's too (``trial-3 ★ best``): the name is the one column
   MLflow always shows, on every page.
