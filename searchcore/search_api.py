@@ -220,6 +220,8 @@ def _search(cfg: Any, s: Settings, name: str, threads: int, storage_url: str, tr
     if s.baseline and cfg.evaluator == "train":
         result.baseline_test_accuracy = baseline_test_accuracy(runner)
         final_metrics["baseline_test_accuracy"] = result.baseline_test_accuracy
+    if parent is not None and not tracker.down:
+        finish_mlflow_view(tracker, result, name, directions)
     if s.plots and parent is not None and not tracker.down:
         from searchcore.report.hook import log_search_report  # never raises: a plotting failure is one warning
 
@@ -233,6 +235,16 @@ def _search(cfg: Any, s: Settings, name: str, threads: int, storage_url: str, tr
             print(f"searchcore: warning: could not close the MLflow parent run: {type(e).__name__}", file=sys.stderr)
     result.seconds = time.time() - t0
     return result
+
+
+def finish_mlflow_view(tracker: Tracker, result: SearchResult, name: str, directions: list[str]) -> None:
+    """The winner's numbers on its trial run and model page, params and MACs on every trial run."""
+    from searchcore import mlflow_view
+
+    try:
+        mlflow_view.finish(tracker, result, name, [str(d).lower() for d in directions])
+    except Exception as e:  # a nicer MLflow page is not worth failing a finished search for
+        print(f"searchcore: warning: could not finish the MLflow view ({type(e).__name__}: {e})", file=sys.stderr)
 
 
 def summary(result: SearchResult) -> dict[str, Any]:

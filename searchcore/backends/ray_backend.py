@@ -858,6 +858,7 @@ def _finish(result: Any, runner: Any, tracker: Any, parent: str | None, cfg: Any
     final.update({f"trials_{k.lower()}": v for k, v in result.counts.items()})
     if parent is None:
         return
+    search_api.finish_mlflow_view(tracker, result, name, runner.directions)  # never raises
     try:
         if hasattr(tracker, "log_summary") and hasattr(search_api, "summary"):
             tracker.log_summary(parent, search_api.summary(result))
