@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import uuid
 from collections.abc import Iterator
@@ -28,6 +29,17 @@ objectives: [val_accuracy]
 budget: {trials: 6, epochs: 2}
 search: {sampler: tpe, pruner: hyperband, seed: 0}
 """
+
+
+@pytest.fixture(autouse=True)
+def _environment_as_it_was() -> Iterator[None]:
+    """Whatever a test or the code it calls puts in ``os.environ`` (Ray's and MLflow's settings, a
+    benchmark's ports) is gone before the next test, so no test runs in another's environment."""
+    before = dict(os.environ)
+    yield
+    if os.environ != before:
+        os.environ.clear()
+        os.environ.update(before)
 
 
 @pytest.fixture

@@ -19,7 +19,8 @@ Space-file options (``plugins: {plugins_faulty: {...}}``):
     floats of a parameter every fault block carries, so a leaked model is big enough to see
     in the process's RSS.
 
-Environment: ``SEARCHCORE_FAULTY_GATE`` (hang gate file), ``SEARCHCORE_FAULTY_PIDS`` (file the
+Environment: ``SEARCHCORE_FAULTY_GATE`` (hang gate file; a number N in it lets this process's first N
+trained models pass first, so a test can hold a chosen trial whatever the speed of the machine), ``SEARCHCORE_FAULTY_PIDS`` (file the
 ``hang``/``spawn`` blocks append ``"<pid> <grandchild pid>"`` to), ``SEARCHCORE_FAULTY_RSS``
 (file each transformation appends the process's RSS in bytes to), ``SEARCHCORE_FAULTY_OFF``
 (set: every fault is disarmed, as after a bug fix).
@@ -40,6 +41,7 @@ import sys
 import time
 import weakref
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -125,7 +127,7 @@ class FaultModule(nn.Module):
         if self.mode in ("hang", "spawn"):
             _spawn_grandchild()
         if self.mode == "hang":
-            _hang()
+            _hang(self)
         return y
 
 
@@ -140,10 +142,24 @@ def _spawn_grandchild() -> None:
         f.write(f"{os.getpid()} {child.pid}\n")
 
 
-def _hang() -> None:
-    """Wait while the gate file exists, after saying so in ``<gate>.hanging`` (the test waits for it)."""
+_PASSED_GATE: list[int] = []  # one entry per model that trained past an armed gate in this process
+
+
+def _hang(module: nn.Module) -> None:
+    """Wait while the gate file exists, after saying so in ``<gate>.hanging`` (the test waits for it).
+    A number N in the gate lets the first N models of this process train through, so the held trial
+    is chosen by count, not by how fast the machine reaches it."""
     gate = os.environ.get("SEARCHCORE_FAULTY_GATE")
     if not gate or not os.path.exists(gate):
+        return
+    try:
+        let_through = int(Path(gate).read_text().strip() or 0)
+    except (OSError, ValueError):
+        let_through = 0
+    if not getattr(module, "_counted", False):
+        module._counted = True
+        _PASSED_GATE.append(1)
+    if len(_PASSED_GATE) <= let_through:
         return
     with open(f"{gate}.hanging", "w") as f:
         f.write(str(os.getpid()))

@@ -89,12 +89,40 @@ def test_scaling(bench: Any, tmp_path: Path) -> None:
 
 def test_quality(bench: Any, tmp_path: Path) -> None:
     section = _run("quality", tmp_path)
-    results = section.data["results"]
-    assert all("error" not in r for r in results), [r.get("error") for r in results]
-    searches = [r for r in results if "trials" in r]
-    assert searches and all(len(r["trials"]) == section.data["trials"] for r in searches)
-    assert all(t["test"] is not None for r in searches for t in r["trials"] if t["state"] == "COMPLETE")
-    assert section.data["baseline_mean"] is not None
+    assert set(section.data["datasets"]) == {"digits", "digits-clutter"}  # the saturated and the harder workload
+    for dataset, data in section.data["datasets"].items():
+        results = data["results"]
+        assert all("error" not in r for r in results), [r.get("error") for r in results]
+        searches = [r for r in results if "trials" in r]
+        assert searches and all(len(r["trials"]) == data["trials"] for r in searches)
+        assert all(t["test"] is not None for r in searches for t in r["trials"] if t["state"] == "COMPLETE")
+        assert data["baseline_mean"] is not None, dataset
+    assert any(t.title.startswith("digits-clutter:") for t in section.tables)
+
+
+def test_quality_keeps_a_workload_it_does_not_remeasure(bench: Any, tmp_path: Path) -> None:
+    from benchmarks import quality
+
+    old = {"trials": 1, "epochs": 1, "seeds": [0], "results": [  # the layout from before workloads existed: digits
+        {"strategy": "random", "seed": 0, "trials": [{"number": 0, "state": "COMPLETE", "epochs": 1, "val": 0.5, "test": 0.4, "params": 1.0}]}]}
+    section = quality.run("smoke", tmp_path / "q", lambda _: None, datasets=["digits-clutter"], jobs=1, previous=old)
+    assert section.data["datasets"]["digits"]["results"] == old["results"]
+    assert section.data["datasets"]["digits-clutter"]["results"]
+
+
+def test_clutter_workload_is_deterministic_and_off_the_ceiling_by_construction(bench: Any) -> None:
+    import torch
+
+    from benchmarks import workloads
+
+    digits = torch.rand(5, 8, 8)
+    a, b = workloads.clutter_images(digits), workloads.clutter_images(digits)
+    assert a.shape == (5, 1, workloads.CANVAS, workloads.CANVAS) and torch.equal(a, b)
+    assert float(a.min()) >= 0.0 and float(a.max()) <= 1.0 and not torch.equal(a[:, 0], digits)
+    shifted = workloads.clutter_images(digits, canvas=12, fragments=0, noise=0.0, contrast=(1.0, 1.0))
+    assert shifted.shape == (5, 1, 12, 12) and torch.allclose(shifted.sum(dim=(1, 2, 3)), digits.sum(dim=(1, 2)))
+    splits = bench.load_plugin().catalog("datasets")[workloads.NAME](None, None, False, 0, 0.2, 0.2)
+    assert splits.input_shape == [1, workloads.CANVAS, workloads.CANVAS] and splits.classes == 10 and len(splits.test_y) == 359
 
 
 def test_throughput(bench: Any, tmp_path: Path) -> None:

@@ -74,11 +74,11 @@ def _free_port() -> int:
 
 
 @contextmanager
-def _server(cmd: list[str], url: str, log: Path) -> Iterator[subprocess.Popen]:
+def _server(cmd: list[str], url: str, log: Path, cwd: Path | None = None) -> Iterator[subprocess.Popen]:
     """Start a server in its own process group, wait until ``url`` answers, stop the whole group after."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with log.open("w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=cwd)
         try:
             deadline = time.monotonic() + READY_S
             while True:
@@ -111,28 +111,94 @@ def _script(name: str) -> str | None:
 # --- MLflow ----------------------------------------------------------------------------------------------
 
 
-def test_searchcore_ui_link_lands_on_the_training_view_with_runs_and_plots(searched: Searched, browser: Any, shots: Path,
-                                                                           tmp_path: Path) -> None:
-    from searchcore.report import links
-
+def _ui(searched: Searched, tmp_path: Path) -> tuple[list[str], int, Path]:
     port = _free_port()
     cmd = [sys.executable, "-m", "searchcore.cli", "ui", "--tracking-uri", searched.tracking, "--port", str(port)]
-    log = tmp_path / "ui.log"
-    with _server(cmd, f"http://127.0.0.1:{port}/health", log):
+    return cmd, port, tmp_path / "ui.log"
+
+
+def _rows(page: Any) -> list[dict[str, str]]:
+    """The runs table as shown, top to bottom: column id -> the cell's text."""
+    return page.evaluate("""() => Array.from(document.querySelectorAll('.ag-center-cols-container [role=row][row-index], .ag-pinned-left-cols-container [role=row][row-index]'))
+        .reduce((rows, r) => { const i = +r.getAttribute('row-index'); rows[i] = rows[i] || {};
+          r.querySelectorAll('[role=gridcell]').forEach(c => { rows[i][c.getAttribute('col-id') || ''] = ((c.querySelector('a') || c).innerText || '').trim(); });
+          return rows; }, [])""")
+
+
+def _assert_training_view(page: Any) -> None:
+    """MLflow's model-training side bar (Runs, Models), not the GenAI one (Evaluation runs, Judges)."""
+    page.get_by_role("link", name="Models", exact=True).first.wait_for()
+    assert page.get_by_text("Evaluation runs", exact=True).count() == 0 and page.get_by_text("Judges", exact=True).count() == 0
+    assert page.evaluate("localStorage.getItem('mlflow.workflowType_v1')") == '"machine_learning"'
+
+
+def test_searchcore_ui_link_shows_the_trials_the_winner_and_its_margin(searched: Searched, browser: Any, shots: Path,
+                                                                          tmp_path: Path) -> None:
+    from searchcore.report import links
+
+    study = searched.study()
+    winner, base = searched.result.best[0], searched.result.baseline_test_accuracy
+    trials = {t.number: t for t in study.trials}
+    pruned = [n for n, t in trials.items() if t.state.name == "PRUNED"]
+    assert pruned, "the shared search is meant to prune a trial (hyperband)"
+    cmd, port, log = _ui(searched, tmp_path)
+    with _server(cmd, f"http://127.0.0.1:{port}/health", log, cwd=searched.root):
         printed = re.findall(r"search rep: (\S+)", log.read_text())
         assert printed, log.read_text()
-        url = printed[0]
-        assert url.endswith("/runs?workflowType=machine_learning")
+        assert printed[0].endswith("/runs?viewStateShareKey=searchcore&workflowType=machine_learning")
         page = browser.new_page()
-        page.goto(url)
-        cell = page.locator("[role=gridcell]").filter(has=page.get_by_role("link", name="rep", exact=True)).first
-        cell.wait_for()  # the runs table: the model-training view, not the GenAI overview MLflow opens by default
-        assert "workflowType=machine_learning" in page.url
-        cell.locator("button").first.click()  # expand the parent run: the trials are nested under it
-        trials = sorted({int(t.number) for t in searched.study().trials})
+        page.goto(printed[0])
+
+        # the runs table: every trial a row, best first, its numbers in columns, no click
+        best_link = page.get_by_role("link", name=f"trial-{winner.trial} ★ best", exact=True)
+        best_link.wait_for()
         for n in trials:
-            page.get_by_role("link", name=f"trial-{n}", exact=True).wait_for()
+            page.get_by_role("link", name=re.compile(rf"^trial-{n}( |$)")).first.wait_for()
+        rows = [r for r in _rows(page) if r]
+        names = [r.get("attributes.`Run Name`", "") for r in rows]
+        assert len(rows) == len(trials) and names[0] == f"trial-{winner.trial} ★ best", names
+        val = [float(r["metrics.`val_accuracy`"]) for r in rows if r.get("metrics.`val_accuracy`", "-") != "-"]
+        assert val == sorted(val, reverse=True) and len(val) >= len(trials) - 1
+        top = rows[0]
+        assert float(top["metrics.`test_accuracy`"]) == pytest.approx(winner.test_accuracy, abs=1e-6)
+        assert float(top["metrics.`gain_vs_baseline_pts`"]) == pytest.approx(round(100 * (winner.test_accuracy - base), 2))
+        assert float(top["metrics.`params`"]) > 0 and float(top["metrics.`macs`"]) > 0
+        assert top["tags.`searchcore.state`"] == "COMPLETE" and top["tags.`searchcore.spec`"].startswith("v1 1x8x8>10")
+        for n in pruned:
+            row = next(r for r, name in zip(rows, names) if name == f"trial-{n} (pruned)")
+            assert row["tags.`searchcore.state`"] == "PRUNED"
         page.screenshot(path=str(shots / "mlflow-runs.png"))
+
+        # the winner's run, opened from the table as a person would: the model-training view
+        best_link.click()
+        page.get_by_role("heading", name=f"trial-{winner.trial} ★ best").wait_for()
+        _assert_training_view(page)
+        page.get_by_text(f"{winner.test_accuracy:.4f}").first.wait_for()  # searchcore.winner tag: the headline
+        page.screenshot(path=str(shots / "mlflow-winner-run.png"))
+
+        # its parent run, the search: the headline as its description
+        page.locator(f"a[href*='/runs/{searched.result.parent_run_id}']").first.click()  # "Parent run: rep"
+        page.get_by_role("heading", name="rep", exact=True).wait_for()
+        _assert_training_view(page)
+        page.get_by_text(f"Best: trial {winner.trial}, test accuracy {winner.test_accuracy:.4f} vs {base:.4f}").first.wait_for()
+        page.get_by_text("points of val_accuracy").first.wait_for()  # the top plugin effect
+        page.screenshot(path=str(shots / "mlflow-search-run.png"))
+
+        # a pruned trial reads as pruned
+        page.go_back()
+        page.go_back()
+        page.get_by_role("link", name=f"trial-{pruned[0]} (pruned)", exact=True).click()
+        page.get_by_role("heading", name=f"trial-{pruned[0]} (pruned)").wait_for()
+        _assert_training_view(page)
+        page.get_by_text("pruned at epoch").first.wait_for()
+        page.screenshot(path=str(shots / "mlflow-pruned-run.png"))
+
+        # the registered model: test accuracy, gain over the baseline, architecture, how to use it
+        page.goto(f"http://127.0.0.1:{port}/#/models/rep")
+        page.get_by_text("searchcore train models:/rep/1").first.wait_for()
+        for text in (f"{winner.test_accuracy:.4f}", f"{100 * (winner.test_accuracy - base):+.1f} points", "searchcore export models:/rep/1"):
+            page.get_by_text(text).first.wait_for()
+        page.screenshot(path=str(shots / "mlflow-model.png"))
 
         # the parent run's artifacts: the plots, the report, the diagram
         exp = searched.client().get_experiment_by_name("rep").experiment_id
@@ -213,7 +279,7 @@ def test_report_opens_offline_with_every_part_drawn(searched: Searched, browser:
     visible = page.evaluate("Array.from(document.images).filter(i => i.naturalWidth > 0 && i.offsetParent !== null).length")
     assert broken == 0 and visible >= 2  # the credit chart and Grad-CAM (the rest are <noscript> fallbacks)
     href = page.locator("#mlflow-link").get_attribute("href")
-    assert href.startswith("http://127.0.0.1:5000/#/experiments/") and href.endswith("/runs?workflowType=machine_learning")
+    assert href.startswith("http://127.0.0.1:5000/#/experiments/") and href.endswith("/runs?viewStateShareKey=searchcore&workflowType=machine_learning")
     page.screenshot(path=str(shots / "report.png"), full_page=True)
     assert outside == []  # nothing was fetched from anywhere: the page works offline
     page.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -67,8 +68,8 @@ def test_bad_ray_settings_are_one_line_usage_errors(workdir: Path, small_space: 
     assert code == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err
-    last = err.strip().splitlines()[-1]
-    assert last.startswith("searchcore: error:") and needle in last, err
+    errors = [line for line in err.splitlines() if line.startswith("searchcore: error:")]  # (a library's log line may follow)
+    assert len(errors) == 1 and needle in errors[0], err
 
 
 def _ray_processes(marker: str) -> set[int]:
@@ -106,6 +107,26 @@ def _stop_cluster(marker: str) -> None:
             time.sleep(0.5)
 
 
+_NODES = """
+import json, sys, time, ray
+ray.init(address=sys.argv[1], configure_logging=False, logging_level="ERROR")
+want, deadline = json.loads(sys.argv[2]), time.monotonic() + 120
+while True:
+    have = sorted(({k: n["Resources"].get(k, 0.0) for k in ("CPU", "GPU")} for n in ray.nodes() if n["Alive"]), key=json.dumps)
+    if have == want or time.monotonic() > deadline:
+        print(json.dumps(have)); break
+    time.sleep(0.5)
+"""
+
+
+def _wait_for_nodes(address: str, env: dict[str, str], want: list[dict[str, float]]) -> None:
+    """The cluster as the test declared it (every node joined, with its CPUs and GPUs), before a search uses it."""
+    want = sorted(want, key=json.dumps)
+    done = subprocess.run([sys.executable, "-c", _NODES, address, json.dumps(want)], env=env, capture_output=True, text=True, timeout=180)
+    have = json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 and done.stdout.strip() else done.stderr[-2000:]
+    assert have == want, f"the test cluster never reached its shape: {have}"
+
+
 @pytest.fixture
 def two_node_cluster() -> Iterator[tuple[str, dict[str, str]]]:
     """A head node (2 CPUs, 1 declared GPU) on a free port and a second node (1 CPU, 1 GPU) joining it."""
@@ -119,6 +140,7 @@ def two_node_cluster() -> Iterator[tuple[str, dict[str, str]]]:
         subprocess.run([RAY, "start", "--head", "--port", str(port), "--num-cpus", "2", "--include-dashboard", "false",
                         "--temp-dir", temp, *common], env=env, check=True, capture_output=True, timeout=180)
         subprocess.run([RAY, "start", "--address", address, "--num-cpus", "1", *common], env=env, check=True, capture_output=True, timeout=180)
+        _wait_for_nodes(address, env, [{"CPU": 2.0, "GPU": 1.0}, {"CPU": 1.0, "GPU": 1.0}])
         yield address, env
     finally:
         _stop_cluster(temp)
@@ -147,6 +169,39 @@ def test_a_search_on_a_two_node_cluster_places_trials_and_gpus(tmp_path: Path, s
     for number, node in nodes.items():
         per_node.setdefault(node, set()).add(pids[number])
     assert max(len(p) for p in per_node.values()) >= 2, per_node
+
+
+@pytest.mark.parametrize(("flag", "value", "missing"), [("--gpus-per-trial", "64", "GPU"), ("--cpus-per-trial", "1024", "CPU")])
+def test_trials_no_node_can_hold_fail_in_seconds_with_what_is_missing(workdir: Path, small_space: Path, capsys: pytest.CaptureFixture,
+                                                                      flag: str, value: str, missing: str) -> None:
+    code = main(["search", str(small_space), "--backend", "ray", "--trials", "2", "--epochs", "1", "--name", "nowhere",
+                 "--no-register", "--no-baseline", "-q", flag, value])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("searchcore: error: no node of the Ray cluster can place a trial"), err[-2000:]
+    assert f"(missing: {missing})" in last and re.search(r": \S+ has \d+ CPU, \d+ GPU;", last), last
+    client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("nowhere")
+    assert [r.info.status for r in client.search_runs([exp.experiment_id])] == ["FAILED"]  # the parent run, closed
+
+
+def test_placement_problem_names_what_one_node_lacks() -> None:
+    from searchcore.engine.backends.ray_resources import check_placement, placement_problem
+
+    head, small = ("10.0.0.1", {"CPU": 2.0, "GPU": 1.0}), ("10.0.0.2", {"CPU": 1.0})
+    assert placement_problem([head, small], 1, 0.5) is None
+    assert placement_problem([head, small], 2, 1) is None
+    problem = placement_problem([head, small], 3, 0)
+    assert problem is not None and "(missing: CPU)" in problem and "10.0.0.2 has 1 CPU, 0 GPU" in problem
+    # each resource exists somewhere, but no one node has both: still unplaceable
+    problem = placement_problem([("a", {"CPU": 4.0}), ("b", {"CPU": 1.0, "GPU": 1.0})], 2, 1)
+    assert problem is not None and "missing: CPU and GPU together" in problem
+    assert "no live node" in (placement_problem([], 1, 0) or "")
+    # a node that joins while the search waits is taken
+    seen = iter([[small], [small, head]])
+    check_placement(2, 1, wait_s=5, nodes=lambda: next(seen), sleep=lambda s: None)
 
 
 def _trial_runs(tracking: str, name: str) -> int:

@@ -74,10 +74,10 @@ def test_kill_9_mid_trial_then_rerun_loses_nothing_and_keeps_the_budget(tmp_path
                             "--no-baseline", "--no-register", "--quiet")
 
     # 1. Run until three trials are complete, then hold the next one inside its training and kill -9.
+    gate.write_text("3")  # three trials train through, the fourth is held: the same on any machine
     a = start(cmd, env, tmp_path / "a.log")
-    wait_for(lambda: sum(t.state == S.COMPLETE for t in trials(storage)) >= 3, a, "three complete trials", tmp_path / "a.log")
-    gate.touch()
     wait_for(hanging.exists, a, "a trial held mid-training", tmp_path / "a.log")
+    assert sum(t.state == S.COMPLETE for t in trials(storage)) == 3
     kill9(a)
     before = {t.number: (t.state, t.values, t.params) for t in trials(storage) if t.state.is_finished()}
     running = [t for t in trials(storage) if t.state == S.RUNNING]
@@ -96,6 +96,7 @@ def test_kill_9_mid_trial_then_rerun_loses_nothing_and_keeps_the_budget(tmp_path
     # 2. The same command: the interrupted trial is failed and its params re-queued; the re-queued
     #    trial is held too, and killed again.
     hanging.unlink()
+    gate.write_text("")  # from now on the first trial to train is held
     b = start(cmd, env, tmp_path / "b.log")
     wait_for(hanging.exists, b, "the re-queued trial held mid-training", tmp_path / "b.log")
     kill9(b)

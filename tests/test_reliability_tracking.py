@@ -103,6 +103,7 @@ def test_search_survives_a_tracking_outage_and_sync_writes_the_missing_runs_once
     space.write_text(pf.space_yaml(["hang"], trials=BUDGET))
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     gate = tmp_path / "gate"
+    gate.write_text("3")  # three trials train through; the fourth is held mid-training, however fast the machine
     env = pf.subprocess_env(SEARCHCORE_FAULTY_GATE=str(gate))
     cmd = pf.searchcore_cmd("search", str(space), "--name", "outage", "--storage", storage, "--tracking-uri", url,
                             "--no-baseline", "--no-register", "--quiet")
@@ -110,9 +111,8 @@ def test_search_survives_a_tracking_outage_and_sync_writes_the_missing_runs_once
     search = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=err.open("w"), text=True, start_new_session=True)
     try:
         # Three trials recorded, the next one held mid-training: now the server dies.
-        wait_for(lambda: len(pf.trial_runs(url, "outage")) >= 3, "three trial runs in MLflow", search)
-        gate.touch()
         wait_for(Path(f"{gate}.hanging").exists, "a trial held mid-training", search)
+        wait_for(lambda: len(pf.trial_runs(url, "outage")) >= 3, "three trial runs in MLflow", search)
         before = set(pf.trial_runs(url, "outage"))
         server.kill()
         assert not answering(url)

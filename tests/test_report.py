@@ -76,7 +76,7 @@ def shared_search(factory: pytest.TempPathFactory) -> Searched:
         space.write_text(SPACE)
         err = io.StringIO()
         with contextlib.redirect_stderr(err):
-            result = run_search(space, Settings(name="rep", progress=False, baseline=False, storage=storage, tracking_uri=tracking), report=log_search_report)
+            result = run_search(space, Settings(name="rep", progress=False, baseline=True, storage=storage, tracking_uri=tracking), report=log_search_report)
         saved.write_text(json.dumps({"result": asdict(result), "stderr": err.getvalue()}))
     info = json.loads(saved.read_text())
     r = dict(info["result"])
@@ -331,7 +331,52 @@ def test_report_of_an_unknown_search_is_one_line(searched: Searched, capsys: pyt
 def test_ui_prints_a_training_view_link_per_search(searched: Searched, capsys: pytest.CaptureFixture) -> None:
     links.print_ui_links(searched.tracking, "127.0.0.1", 5999)
     out = capsys.readouterr().out
-    assert f"search rep: http://127.0.0.1:5999/#/experiments/{_experiment(searched)}/runs?workflowType=machine_learning" in out
+    exp = _experiment(searched)
+    assert f"search rep: http://127.0.0.1:5999/#/experiments/{exp}/runs?viewStateShareKey=searchcore&workflowType=machine_learning" in out
+
+
+def test_mlflow_records_answer_who_won_and_by_how_much(searched: Searched) -> None:
+    """What MLflow's pages are built from (tests/test_browser.py looks at the pages themselves)."""
+    client, exp, r = searched.client(), _experiment(searched), searched.result
+    winner = r.best[0]
+    # the saved runs view: trial runs only, best first by the objective, the columns that answer the question
+    envelope = json.loads(client.get_experiment(exp).tags["mlflow.sharedViewState.searchcore"])
+    state = json.loads(envelope["state"])
+    assert state["orderByKey"] == "metrics.`val_accuracy`" and state["orderByAsc"] is False
+    assert state["searchFilter"] == "tags.`searchcore.kind` = 'trial'"
+    assert {"metrics.`test_accuracy`", "metrics.`gain_vs_baseline_pts`", "metrics.`params`", "metrics.`macs`",
+            "tags.`searchcore.state`", "tags.`searchcore.spec`"} <= set(state["selectedColumns"])
+    runs = {int(t.data.tags["searchcore.trial"]): t for t in client.search_runs([exp], "tags.`searchcore.kind` = 'trial'")}
+    for t in searched.study().trials:
+        run = runs[t.number]
+        state_name = {"COMPLETE": "", "PRUNED": " (pruned)", "FAIL": " (failed)"}[t.state.name]
+        if t.number == winner.trial:
+            assert run.info.run_name == f"trial-{t.number} ★ best"
+        else:
+            assert run.info.run_name == f"trial-{t.number}{state_name}"
+        if t.state.name != "FAIL":
+            assert run.data.metrics["params"] > 0 and run.data.metrics["macs"] > 0  # pruned trials too
+    best = runs[winner.trial].data.metrics
+    assert best["test_accuracy"] == pytest.approx(winner.test_accuracy)
+    assert best["gain_vs_baseline_pts"] == pytest.approx(round(100 * (winner.test_accuracy - r.baseline_test_accuracy), 2))
+    # the parent run's description opens with the winner against the baseline
+    note = client.get_run(r.parent_run_id).data.tags["mlflow.note.content"]
+    assert f"Best: trial {winner.trial}, test accuracy {winner.test_accuracy:.4f} vs {r.baseline_test_accuracy:.4f}" in note
+    # the registered model's page: the numbers and how to use it
+    model = client.get_registered_model("rep")
+    assert model.tags["test_accuracy"] == f"{winner.test_accuracy:.4f}" and model.tags["baseline_test_accuracy"] == f"{r.baseline_test_accuracy:.4f}"
+    assert client.get_model_version("rep", "1").tags["architecture"] == winner.one_line
+    for words in ("searchcore train models:/rep/1", "searchcore export models:/rep/1", "searchcore.build.build(spec)", f"{winner.test_accuracy:.4f}"):
+        assert words in model.description
+
+
+def test_trial_run_names_tell_pruned_failed_and_crashed_apart() -> None:
+    from searchcore.track.mlflow_view import trial_run_name
+
+    assert trial_run_name(4, "PRUNED", "pruned at epoch 1") == "trial-4 (pruned)"
+    assert trial_run_name(5, "FAILED", "out of memory") == "trial-5 (failed)"
+    assert trial_run_name(6, "FAILED", "interrupted: its worker died (process killed)") == "trial-6 (crashed)"
+    assert trial_run_name(7, "COMPLETE") == "trial-7"
 
 
 def _experiment(searched: Searched) -> str:
@@ -340,3 +385,39 @@ def _experiment(searched: Searched) -> str:
 
 def _dims(searched: Searched) -> list[Dimension]:
     return collect.runner_from_study(searched.study()).space.dimensions
+
+
+def test_mlflow_view_marks_the_winner_and_unmarks_a_resumed_searchs_old_one(searched: Searched, tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from searchcore.track import mlflow_view
+    from searchcore.train.outcome import TrialOutcome
+
+    spec = searched.result.best[0].spec
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="resumed")
+    parent = tracker.start_search("resumed", {"objectives": {"val_accuracy": {}}}, "", {})
+    outcomes = [TrialOutcome(0, {}, spec, "COMPLETE", metrics={"val_accuracy": 0.9}, start=1.0, end=2.0),
+                TrialOutcome(1, {}, spec, "PRUNED", "pruned at epoch 1", history=[{"epoch": 1, "val_accuracy": 0.3}], start=1.0, end=2.0),
+                TrialOutcome(2, {}, None, "FAILED", "interrupted: its worker died (process killed)", start=1.0, end=2.0),
+                TrialOutcome(3, {}, spec, "COMPLETE", metrics={"val_accuracy": 0.95}, start=1.0, end=2.0)]
+    for o in outcomes[:3]:
+        tracker.write_trial(o, "resumed", parent, {})
+
+    def arch(n: int, acc: float) -> Architecture:
+        return Architecture(n, spec, {}, [acc], {}, test_accuracy=acc)
+
+    def runs() -> dict[int, Any]:
+        return {int(r.data.tags["searchcore.trial"]): r for r in tracker.client.search_runs([tracker.experiment_id])
+                if r.data.tags.get("searchcore.kind") == "trial"}
+
+    mlflow_view.finish(tracker, SimpleNamespace(objectives=["val_accuracy"], baseline_test_accuracy=0.5, best=[arch(0, 0.8)]), "resumed", ["maximize"])
+    first = runs()
+    assert [first[n].info.run_name for n in range(3)] == ["trial-0 ★ best", "trial-1 (pruned)", "trial-2 (crashed)"]
+    assert first[0].data.metrics["gain_vs_baseline_pts"] == pytest.approx(30.0)
+    assert first[1].data.metrics["macs"] > 0 and "Not a crash" in first[1].data.tags["mlflow.note.content"]
+    assert "macs" not in first[2].data.metrics  # no spec, no cells
+    tracker.write_trial(outcomes[3], "resumed", parent, {})  # resumed: a better trial
+    mlflow_view.finish(tracker, SimpleNamespace(objectives=["val_accuracy"], baseline_test_accuracy=0.5, best=[arch(3, 0.9)]), "resumed", ["maximize"])
+    second = runs()
+    assert second[0].info.run_name == "trial-0" and "searchcore.winner" not in second[0].data.tags
+    assert second[3].info.run_name == "trial-3 ★ best"

@@ -133,6 +133,22 @@ def print_result(r: Any) -> None:
 
     print(f"\nrecords: study {r.name!r} in {mask_url(r.storage)}; MLflow {mask_url(r.tracking_uri)}")
     print(f"browse:  searchcore ui --tracking-uri {mask_url(r.tracking_uri)}")
+    link = _search_link(r)
+    if link:
+        print(f"         then open {link}")
+
+
+def _search_link(r: Any, port: int = 5000) -> str | None:
+    """The search's trials in MLflow, best first, as ``searchcore ui`` serves them (None if unknown)."""
+    try:
+        from mlflow.tracking import MlflowClient
+
+        from searchcore.report import links
+
+        exp = MlflowClient(tracking_uri=r.tracking_uri).get_experiment_by_name(r.name)
+    except Exception:
+        return None
+    return links.experiment_url(links.base_url("127.0.0.1", port), exp.experiment_id) if exp is not None else None
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -170,7 +186,21 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
     uri = args.tracking_uri or DEFAULT_TRACKING
     print_ui_links(uri, args.host, args.port)  # one link per search, straight to MLflow's model-training view
-    return subprocess.call([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)])
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
+    return subprocess.call(cmd + _ui_app())
+
+
+def _ui_app() -> list[str]:
+    """``--app-name searchcore``: MLflow's server with the model-training view as the browser's
+    default (searchcore.track.mlflow_view), when this install registered the plugin; else plain MLflow."""
+    from importlib.metadata import entry_points
+
+    from searchcore.track.mlflow_view import APP_NAME
+
+    if any(e.name == APP_NAME for e in entry_points(group="mlflow.app")):
+        return ["--app-name", APP_NAME]
+    print("searchcore: note: reinstall searchcore (pip install -e .) for run pages that open in the model-training view", file=sys.stderr)
+    return []
 
 
 def cmd_train(args: argparse.Namespace) -> int:

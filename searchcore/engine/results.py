@@ -63,6 +63,16 @@ def summary(result: SearchResult) -> dict[str, Any]:
     }
 
 
+def finish_mlflow_view(tracker: Any, result: SearchResult, name: str, directions: list[str]) -> None:
+    """The winner's numbers on its trial run and model page, params and MACs on every trial run."""
+    from searchcore.track import mlflow_view
+
+    try:
+        mlflow_view.finish(tracker, result, name, [str(d).lower() for d in directions])
+    except Exception as e:  # a nicer MLflow page is not worth failing a finished search for
+        print(f"searchcore: warning: could not finish the MLflow view ({type(e).__name__}: {e})", file=sys.stderr)
+
+
 def finalize_best(result: SearchResult, runner: Any, tracker: Any, parent: str | None, name: str) -> None:
     """Retrain the winner(s) with the search's budget and seed, test once, log and register."""
     from searchcore.train.fit import fit

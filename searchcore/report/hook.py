@@ -90,7 +90,7 @@ def _log(study: Any, runner: Any, tracker: Any, parent: str, result: Any) -> Non
                         if (extra / sub).is_dir():
                             client.log_artifacts(run.info.run_id, str(extra / sub), sub)
     links.mark_training(client, data.experiment_id)
-    client.set_tag(parent, "mlflow.note.content", description(parts))
+    client.set_tag(parent, "mlflow.note.content", description(parts, result))
     now = int(time.time() * 1000)
     metrics = []
     for p in parts.credit.plugins:
@@ -101,7 +101,7 @@ def _log(study: Any, runner: Any, tracker: Any, parent: str, result: Any) -> Non
     if metrics:
         client.log_batch(parent, metrics=metrics)
     _name_objectives(study, data.objectives)
-    _to_dashboard(study, parts)
+    _to_dashboard(study, parts, result)
 
 
 def _name_objectives(study: Any, names: list[str]) -> None:
@@ -115,7 +115,7 @@ def _name_objectives(study: Any, names: list[str]) -> None:
         study.set_metric_names(names)
 
 
-def _to_dashboard(study: Any, parts: Any) -> None:
+def _to_dashboard(study: Any, parts: Any, result: Any = None) -> None:
     """The headline, the credit table and two plots on the study's page in optuna-dashboard.
 
     optuna-dashboard keeps notes and plotly figures in the study storage, so they appear for
@@ -126,7 +126,7 @@ def _to_dashboard(study: Any, parts: Any) -> None:
     except ImportError:
         return
     try:
-        optuna_dashboard.save_note(study, description(parts))
+        optuna_dashboard.save_note(study, description(parts, result))
         for p in parts.plots:
             if p.key in ("credit", "pareto") and p.figure is not None:
                 optuna_dashboard.save_plotly_graph_object(study, p.figure, graph_object_id=f"searchcore-{p.key}")
@@ -134,12 +134,15 @@ def _to_dashboard(study: Any, parts: Any) -> None:
         print(f"searchcore: note: optuna-dashboard extras not saved ({type(e).__name__}: {e})", file=sys.stderr)
 
 
-def description(parts: Any) -> str:
-    """The parent run's description in MLflow (markdown): the headline and the credit table."""
+def description(parts: Any, result: Any = None) -> str:
+    """The parent run's description in MLflow (markdown, the first thing on its page): the winner
+    against the baseline, the top plugin effect, the credit table, where the plots are."""
     from searchcore.report.credit import table_rows
+    from searchcore.track.mlflow_view import headline
 
     c = parts.credit
-    lines = [f"searchcore search {parts.data.name}", "", f"**{c.headline}**", "",
+    lines = [f"**{headline(result)}**", ""] if result is not None else [f"searchcore search {parts.data.name}", ""]
+    lines += [f"**{c.headline}**", "",
              f"| plugin | trials on/off | effect on {c.metric} | effect on {c.cost_label} | winner's exact cost | in winner |",
              "|---|---|---|---|---|---|"]
     lines += ["| " + " | ".join(r) + " |" for r in table_rows(c)]

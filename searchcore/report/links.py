@@ -3,9 +3,11 @@
 MLflow 3 opens an experiment in its GenAI view (traces, sessions, judges) unless told
 otherwise; a search is model training. Its UI reads the view from the ``workflowType`` query
 parameter of the hash route (``genai`` or ``machine_learning``) before the value it remembers
-in the browser, so every link we print carries ``workflowType=machine_learning``. We also tag
-the experiment ``mlflow.experimentKind = custom_model_development``, which is what MLflow
-uses to pick an experiment's view when the GenAI/training switch is not shown.
+in the browser, so every link we print carries ``workflowType=machine_learning``. A search's
+link also names its saved runs view (``viewStateShareKey``, see :mod:`searchcore.track.mlflow_view`):
+the trials flat, best first, with their metrics as columns. We also tag the experiment
+``mlflow.experimentKind = custom_model_development`` for MLflow versions that pick the view
+from the experiment.
 """
 
 from __future__ import annotations
@@ -22,8 +24,13 @@ def base_url(host: str = "127.0.0.1", port: int = 5000) -> str:
     return f"http://{host}:{port}"
 
 
-def experiment_url(base: str, experiment_id: str) -> str:
-    """The experiment's run table in the model-training view (parent run, trial runs nested under it)."""
+def experiment_url(base: str, experiment_id: str, view: bool = True) -> str:
+    """The search's trials, best first, in the model-training view (``view=False``: MLflow's
+    plain run table, for an experiment written before searchcore saved a view)."""
+    if view:
+        from searchcore.track.mlflow_view import runs_url
+
+        return runs_url(base, experiment_id)
     return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType={WORKFLOW}"
 
 
@@ -51,14 +58,15 @@ def mark_training(client: Any, experiment_id: str) -> None:
     client.set_experiment_tag(experiment_id, KIND_TAG, KIND_TRAINING)
 
 
-def search_experiments(tracking_uri: str) -> list[tuple[str, str]]:
-    """``(name, experiment_id)`` of every experiment holding a searchcore search, newest first.
+def search_experiments(tracking_uri: str) -> list[tuple[str, str, bool]]:
+    """``(name, experiment_id, has_view)`` of every experiment holding a searchcore search, newest first.
 
     Read before the UI starts, so ``searchcore ui`` can print a link per search; an empty or
     unreachable store simply gives no links.
     """
     from mlflow.tracking import MlflowClient
 
+    from searchcore.track.mlflow_view import VIEW_TAG
     from searchcore.track.tracking import TAG_KIND
 
     client = MlflowClient(tracking_uri=tracking_uri)
@@ -66,7 +74,7 @@ def search_experiments(tracking_uri: str) -> list[tuple[str, str]]:
     for exp in client.search_experiments(order_by=["creation_time DESC"], max_results=200):
         runs = client.search_runs([exp.experiment_id], f"tags.`{TAG_KIND}` = 'search'", max_results=1)
         if runs:
-            out.append((exp.name, exp.experiment_id))
+            out.append((exp.name, exp.experiment_id, VIEW_TAG in exp.tags))
     return out
 
 
@@ -83,5 +91,5 @@ def print_ui_links(tracking_uri: str, host: str, port: int) -> None:
         print(f"searchcore: note: could not list the searches in {mask_url(tracking_uri)} ({type(e).__name__})", file=sys.stderr)
         found = []
     print(f"MLflow UI for {mask_url(tracking_uri)} at {base}/#/experiments (Ctrl-C to stop)")
-    for name, eid in found:
-        print(f"  search {name}: {experiment_url(base, eid)}")
+    for name, eid, view in found:
+        print(f"  search {name}: {experiment_url(base, eid, view=view)}")

@@ -130,6 +130,10 @@ class Tracker:
         self.client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()], tags=[RunTag("mlflow.note.content", f"searchcore search {study}")])
         self.client.log_text(run.info.run_id, space_text, "space.yaml")
         self.client.log_text(run.info.run_id, json.dumps(config, indent=2, default=str), "config.json")
+        from searchcore.track import mlflow_view
+
+        objectives = list(config.get("objectives") or {}) or ["val_accuracy"]
+        mlflow_view.save_view(self.client, self.experiment_id, objectives, mlflow_view.guess_directions(objectives))
         return run.info.run_id
 
     def log_summary(self, run_id: str, summary: dict[str, Any]) -> None:
@@ -194,15 +198,19 @@ class Tracker:
         from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
         from searchcore.arch.spec import encode, spec_hash, to_json
+        from searchcore.track.mlflow_view import trial_note, trial_run_name
 
         tags = {MLFLOW_PARENT_RUN_ID: parent_run_id, TAG_STUDY: study, TAG_TRIAL: str(o.number), TAG_STATE: o.state, TAG_KIND: "trial", **o.tags, **extra_tags}
         if o.reason:
             tags[TAG_REASON] = o.reason[:5000]
+        note = trial_note(o.state, o.reason or "")
+        if note:
+            tags["mlflow.note.content"] = note[:5000]
         if o.spec is not None:
             tags[TAG_SPEC] = encode(o.spec)[:5000]
             tags[TAG_HASH] = spec_hash(o.spec)
         start_ms = int(o.start * 1000)
-        run = self.client.create_run(self.experiment_id, start_time=start_ms, tags=tags, run_name=f"trial-{o.number}")
+        run = self.client.create_run(self.experiment_id, start_time=start_ms, tags=tags, run_name=trial_run_name(o.number, o.state, o.reason or ""))
         run_id = run.info.run_id
         metrics = []
         t = start_ms

@@ -27,6 +27,7 @@ from searchcore.engine.results import (
     SearchResult,
     baseline_test_accuracy,
     finalize_best,
+    finish_mlflow_view,
     summary,
 )
 from searchcore.engine.runner import prepare
@@ -114,6 +115,8 @@ def _search(cfg: Any, s: Settings, name: str, threads: int, storage_url: str, tr
     if s.baseline and cfg.evaluator == "train":
         result.baseline_test_accuracy = baseline_test_accuracy(runner)
         final_metrics["baseline_test_accuracy"] = result.baseline_test_accuracy
+    if parent is not None and not tracker.down:
+        finish_mlflow_view(tracker, result, name, directions)
     if report is not None and s.plots and parent is not None and not tracker.down:
         report(study, runner, tracker, parent, result)  # never raises: a plotting failure is one warning
     final_metrics.update({f"trials_{k.lower()}": v for k, v in result.counts.items()})

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from searchcore.engine.backends.base import Backend
+from searchcore.engine.backends.ray_resources import PLACE_WAIT_S, check_placement
 from searchcore.errors import UsageError
 
 SCHEDULERS = ("asha", "hyperband", "none")
@@ -611,7 +612,13 @@ def run_ray_search(cfg: Any, s: Any, t0: float) -> Any:
     started = connect(s.address)
     _trace("connected")
     try:
+        # trials no node can hold: one line now, not a wait for ever inside Tune; a private cluster is whole at once
+        check_placement(cpus, gpus, wait_s=0.0 if started and s.address is None else PLACE_WAIT_S)
         trials = _fit(payload, runner, sampler, scheduler_name, cfg, s, cpus, gpus, root, experiment)
+    except UsageError:
+        if parent is not None:  # nothing ran, or nothing more can: the parent run says so instead of RUNNING for ever
+            tracker.end_search(parent, status="FAILED")
+        raise
     finally:
         if started:
             import ray
@@ -664,6 +671,8 @@ def _fit(payload: Payload, runner: Any, sampler: Any, scheduler_name: str, cfg: 
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
+    from searchcore.engine.backends.ray_resources import placement_watch, unplaceable_cause
+
     trainable = make_trainable(payload, cpus, gpus)
     if s.resume:
         if not tune.Tuner.can_restore(str(experiment)):
@@ -685,11 +694,18 @@ def _fit(payload: Payload, runner: Any, sampler: Any, scheduler_name: str, cfg: 
             run_config=tune.RunConfig(
                 name=experiment.name, storage_path=str(root), verbose=1 if s.progress else 0,
                 failure_config=tune.FailureConfig(max_failures=1 if s.max_failures is None else s.max_failures),
+                callbacks=[placement_watch(cpus, gpus)],
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=None)),  # a few bytes each; num_to_keep forces a state snapshot per checkpoint
         )
     with _graceful_interrupt() as stop, paced_results(not payload.checkpoint_epochs):
         _trace("fit start")
-        grid = tuner.fit()
+        try:
+            grid = tuner.fit()
+        except Exception as e:
+            unplaceable = unplaceable_cause(e)
+            if unplaceable is None:
+                raise
+            raise unplaceable from None
         _trace("fit returned")
     if stop.is_set():
         print(f"searchcore: interrupted; continue with the same command plus --resume (experiment {experiment})", file=sys.stderr)
@@ -837,6 +853,7 @@ def _finish(result: Any, runner: Any, tracker: Any, parent: str | None, cfg: Any
     final.update({f"trials_{k.lower()}": v for k, v in result.counts.items()})
     if parent is None:
         return
+    search_api.finish_mlflow_view(tracker, result, name, runner.directions)  # never raises
     try:
         if hasattr(tracker, "log_summary") and hasattr(search_api, "summary"):
             tracker.log_summary(parent, search_api.summary(result))
