@@ -7,7 +7,7 @@ TORCH  ?= torch==2.14.1 torchvision==0.29.1
 STAMP  := $(VENV)/.searchcore-installed
 DEMO_DIR ?= runs/demo
 
-.PHONY: install demo test lint bench bench-quick clean
+.PHONY: install demo test test-slow test-all lint bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,10 +22,20 @@ demo: $(STAMP)
 	cd $(DEMO_DIR) && $(abspath $(BIN))/searchcore plugins && $(abspath $(BIN))/searchcore space show \
 		&& time $(abspath $(BIN))/searchcore search --name demo --workers 2
 
+# Each part prints how long it took. `make test` runs everything but the long end-to-end cases
+# (marked `slow`); `make test-slow` runs those, and .ci/run runs both, the fast ones first.
+timed = @s=$$(date +%s); $(2); rc=$$?; echo "== $(1): $$(( $$(date +%s) - s )) s (exit $$rc)"; exit $$rc
+PYTEST := $(BIN)/python -m pytest -q -p no:cacheprovider --durations=15
+
 test: $(STAMP)
-	$(BIN)/ruff check searchcore plugins spaces tests examples benchmarks
-	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15
+	$(call timed,ruff,$(BIN)/ruff check searchcore plugins spaces tests examples benchmarks)
+	$(call timed,lint-imports,$(BIN)/lint-imports)
+	$(call timed,tests,$(PYTEST) -m "not slow")
+
+test-slow: $(STAMP)
+	$(call timed,slow tests,$(PYTEST) -m slow)
+
+test-all: test test-slow
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run --out benchmarks/results.json --md benchmarks/RESULTS.md
