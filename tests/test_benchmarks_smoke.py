@@ -35,6 +35,7 @@ def _run(name: str, tmp_path: Path) -> Any:
     return section
 
 
+@pytest.mark.slow
 def test_overhead(bench: Any, tmp_path: Path) -> None:
     section = _run("overhead", tmp_path)
     rows = {r["stack"]: r for r in section.data["results"]}
@@ -69,6 +70,7 @@ def test_replay_sampler_proposes_the_fixed_params(bench: Any) -> None:
     assert pickle.loads(pickle.dumps(bench.make_replay_sampler(params))).params == params
 
 
+@pytest.mark.slow
 def test_bookkeeping(bench: Any, tmp_path: Path) -> None:
     section = _run("bookkeeping", tmp_path)
     for r in section.data["results"]:
@@ -80,6 +82,7 @@ def test_bookkeeping(bench: Any, tmp_path: Path) -> None:
     assert section.data["tpe_in_memory"][0]["ms_per_trial_cpu"] > 0
 
 
+@pytest.mark.slow
 def test_scaling(bench: Any, tmp_path: Path) -> None:
     section = _run("scaling", tmp_path)
     for r in section.data["results"]:
@@ -87,6 +90,7 @@ def test_scaling(bench: Any, tmp_path: Path) -> None:
         assert len(r["ends"]) == r["trials"] and r["end_to_end"] > 0
 
 
+@pytest.mark.slow
 def test_quality(bench: Any, tmp_path: Path) -> None:
     section = _run("quality", tmp_path)
     assert set(section.data["datasets"]) == {"digits", "digits-clutter"}  # the saturated and the harder workload
@@ -100,6 +104,7 @@ def test_quality(bench: Any, tmp_path: Path) -> None:
     assert any(t.title.startswith("digits-clutter:") for t in section.tables)
 
 
+@pytest.mark.slow
 def test_quality_keeps_a_workload_it_does_not_remeasure(bench: Any, tmp_path: Path) -> None:
     from benchmarks import quality
 

@@ -132,6 +132,7 @@ def _assert_training_view(page: Any) -> None:
     assert page.evaluate("localStorage.getItem('mlflow.workflowType_v1')") == '"machine_learning"'
 
 
+@pytest.mark.slow
 def test_searchcore_ui_link_shows_the_trials_the_winner_and_its_margin(searched: Searched, browser: Any, shots: Path,
                                                                           tmp_path: Path) -> None:
     from searchcore.report import links
@@ -224,6 +225,7 @@ def test_searchcore_ui_link_shows_the_trials_the_winner_and_its_margin(searched:
 # --- optuna-dashboard -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_optuna_dashboard_shows_the_study(searched: Searched, browser: Any, shots: Path, tmp_path: Path) -> None:
     from searchcore.report import links
 
@@ -254,6 +256,7 @@ def test_optuna_dashboard_shows_the_study(searched: Searched, browser: Any, shot
 # --- the report ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_report_opens_offline_with_every_part_drawn(searched: Searched, browser: Any, shots: Path, tmp_path: Path) -> None:
     from searchcore.cli import main
 

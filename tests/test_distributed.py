@@ -94,6 +94,7 @@ def _pg(db: str) -> str:
     return f"postgresql://postgres@127.0.0.1:5432/{db}"
 
 
+@pytest.mark.slow
 def test_four_workers_finish_a_forty_trial_study_exactly(tmp_path: Path, pg_databases: Callable[[], str], mlflow_server: str) -> None:
     space = tmp_path / "tiny.yaml"
     space.write_text(TINY_SPACE)

@@ -25,6 +25,7 @@ from searchcore.engine.backends.ray import free_port
 RAY = str(Path(sys.executable).with_name("ray"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["optuna", "ray"])
 def test_the_same_search_writes_the_same_records_under_both_backends(workdir: Path, small_space: Path, backend: str) -> None:
     args = ["search", str(small_space), "--trials", "4", "--epochs", "2", "--name", "both", "--no-register", "--no-baseline", "-q",
@@ -147,6 +148,7 @@ def two_node_cluster() -> Iterator[tuple[str, dict[str, str]]]:
         subprocess.run(["rm", "-rf", temp], check=False)
 
 
+@pytest.mark.slow
 def test_a_search_on_a_two_node_cluster_places_trials_and_gpus(tmp_path: Path, small_space: Path,
                                                                  two_node_cluster: tuple[str, dict[str, str]]) -> None:
     address, env = two_node_cluster
@@ -212,6 +214,7 @@ def _trial_runs(tracking: str, name: str) -> int:
     return len(client.search_runs([exp.experiment_id], "tags.`searchcore.kind` = 'trial'", max_results=100))
 
 
+@pytest.mark.slow
 def test_an_interrupted_ray_search_resumes_with_its_searcher_state(tmp_path: Path, small_space: Path) -> None:
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cmd = [sys.executable, "-m", "searchcore.cli", "search", str(small_space), "--backend", "ray", "--trials", "8", "--epochs", "2",
@@ -240,6 +243,7 @@ def test_an_interrupted_ray_search_resumes_with_its_searcher_state(tmp_path: Pat
     assert len(set(params)) == len(params)
 
 
+@pytest.mark.slow
 def test_a_search_without_a_scheduler_batches_its_epoch_results_and_checkpoints_nothing(workdir: Path, small_space: Path,
                                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     trace = workdir / "trace.jsonl"

@@ -63,6 +63,7 @@ def kill9(proc: subprocess.Popen) -> None:
     assert proc.wait() == -signal.SIGKILL
 
 
+@pytest.mark.slow
 def test_kill_9_mid_trial_then_rerun_loses_nothing_and_keeps_the_budget(tmp_path: Path) -> None:
     space = tmp_path / "space.yaml"
     space.write_text(pf.space_yaml(["hang"], trials=BUDGET))

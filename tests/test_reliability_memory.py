@@ -52,6 +52,7 @@ def rss_over_trials(tmp_path: Path, trigger: str, trials: int, ballast: int) -> 
     return values[:trials]
 
 
+@pytest.mark.slow
 def test_100_trials_in_one_worker_grow_rss_by_less_than_100_mb(tmp_path: Path) -> None:
     # Trial 0 warms up (lazy imports, allocator pools); then 100 trials run between two readings.
     rss = rss_over_trials(tmp_path, "ok", trials=102, ballast=1_000_000)
@@ -156,6 +157,7 @@ def test_isolated_failures_come_back_with_reason_and_traceback(tmp_path: Path, f
         assert "plugins_faulty.py" in out.traceback and "in forward" in out.traceback  # the trial process's own traceback
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGKILL])
 def test_stopping_an_isolated_search_kills_the_trial_group(tmp_path: Path, stop: signal.Signals) -> None:
     """Ctrl-C: the search kills the group. kill -9 of the search: the trial notices its control

@@ -166,6 +166,7 @@ def _listeners(port: int) -> set[str]:
 LOOPBACK = {"0100007F", "00000000000000000000000001000000"}  # 127.0.0.1, ::1
 
 
+@pytest.mark.slow
 def test_searchcore_ui_listens_on_127_0_0_1_only(tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -93,6 +93,7 @@ def server(tmp_path: Path) -> Any:
     s.kill()
 
 
+@pytest.mark.slow
 def test_search_survives_a_tracking_outage_and_sync_writes_the_missing_runs_once(tmp_path: Path, server: Server, monkeypatch: pytest.MonkeyPatch,
                                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setattr(host_module, "_HOST", host_module._HOST)  # the in-process sync below loads its own host; put this one back
