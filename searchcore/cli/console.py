@@ -5,46 +5,35 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
+from typing import Any
+
+
+def _argument(text: str, parse: Callable[[str], Any], ok: Callable[[Any], bool], kind: str, allowed: str | None = None) -> Any:
+    """``text`` parsed as ``kind``; a value it cannot parse, or one ``ok`` refuses, is a one-line argparse error."""
+    try:
+        v = parse(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
+    if not ok(v):
+        raise argparse.ArgumentTypeError(f"expected {allowed or kind}, got {text!r}")
+    return v
 
 
 def positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return v
+    return _argument(text, int, lambda v: v >= 1, "a positive integer")
 
 
 def nonneg_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if v < 0 or v > 2**31 - 1:
-        raise argparse.ArgumentTypeError(f"expected an integer in 0..{2**31 - 1}, got {text!r}")
-    return v
+    return _argument(text, int, lambda v: 0 <= v <= 2**31 - 1, "a non-negative integer", f"an integer in 0..{2**31 - 1}")
 
 
 def positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not v > 0 or math.isinf(v):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return v
+    return _argument(text, float, lambda v: v > 0 and not math.isinf(v), "a positive number")
 
 
 def fraction(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 <= v <= 64:
-        raise argparse.ArgumentTypeError(f"expected a number in 0..64, got {text!r}")
-    return v
+    return _argument(text, float, lambda v: 0 <= v <= 64, "a number", "a number in 0..64")
 
 
 def table(headers: list[str], rows: list[tuple]) -> None:
