@@ -4,6 +4,7 @@ and registered, the seed backbone as the bar to beat, the summary on the parent 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,3 +101,29 @@ def baseline_test_accuracy(runner: Any) -> float:
     spec = runner.space.spec(runner.space.off_params())
     model = fit(spec, runner.host, runner.splits, runner.train_config(), runner.space.options).model
     return evaluate(model, runner.splits.test_x, runner.splits.test_y)
+
+
+def finish_search(result: SearchResult, runner: Any, tracker: Any, parent: str | None, cfg: Any, s: Any, name: str,
+                  report: Callable[[], None] | None = None) -> None:
+    """How every backend ends a search: the winner retrained, tested and registered, the baseline
+    trained the same way, then the MLflow view, the report (``report``, never raising), the summary
+    and the parent run's closing metrics. While MLflow is down the parent run is left for
+    ``searchcore sync`` to close."""
+    final: dict[str, float] = {}
+    if result.best and s.register and cfg.evaluator == "train":
+        finalize_best(result, runner, tracker, parent, name)
+        final["best_test_accuracy"] = max(a.test_accuracy or 0.0 for a in result.best)
+    if s.baseline and cfg.evaluator == "train":
+        result.baseline_test_accuracy = baseline_test_accuracy(runner)
+        final["baseline_test_accuracy"] = result.baseline_test_accuracy
+    final.update({f"trials_{k.lower()}": v for k, v in result.counts.items()})
+    if parent is None or tracker.down:
+        return
+    finish_mlflow_view(tracker, result, name, runner.directions)
+    if report is not None and s.plots:
+        report()
+    try:
+        tracker.log_summary(parent, summary(result))
+        tracker.end_search(parent, metrics=final)
+    except Exception as e:  # an outage at the very end loses nothing: sync writes it later
+        print(f"searchcore: warning: could not close the MLflow parent run: {type(e).__name__}", file=sys.stderr)

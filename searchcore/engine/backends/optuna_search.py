@@ -25,10 +25,7 @@ from searchcore.engine.results import (
     ATTR_TRACKING,
     Architecture,
     SearchResult,
-    baseline_test_accuracy,
-    finalize_best,
-    finish_mlflow_view,
-    summary,
+    finish_search,
 )
 from searchcore.engine.runner import prepare
 from searchcore.engine.samplers import make_pruner, make_sampler
@@ -108,24 +105,8 @@ def _search(cfg: Any, s: Settings, name: str, threads: int, storage_url: str, tr
     result = SearchResult(name, mask_url(storage_url), tracking_uri, parent, runner.names, directions, stopped_reason=stats.stopped_reason)
     result.counts = state_counts(study)
     result.best = best_architectures(study, runner.names, top=s.top)
-    final_metrics: dict[str, float] = {}
-    if result.best and s.register and cfg.evaluator == "train":
-        finalize_best(result, runner, tracker, parent, name)
-        final_metrics["best_test_accuracy"] = max(a.test_accuracy or 0.0 for a in result.best)
-    if s.baseline and cfg.evaluator == "train":
-        result.baseline_test_accuracy = baseline_test_accuracy(runner)
-        final_metrics["baseline_test_accuracy"] = result.baseline_test_accuracy
-    if parent is not None and not tracker.down:
-        finish_mlflow_view(tracker, result, name, directions)
-    if report is not None and s.plots and parent is not None and not tracker.down:
-        report(study, runner, tracker, parent, result)  # never raises: a plotting failure is one warning
-    final_metrics.update({f"trials_{k.lower()}": v for k, v in result.counts.items()})
-    if parent is not None and not tracker.down:  # while MLflow is down, `searchcore sync` closes the parent run later
-        try:
-            tracker.log_summary(parent, summary(result))
-            tracker.end_search(parent, metrics=final_metrics)
-        except Exception as e:  # an outage at the very end loses nothing: sync writes it later
-            print(f"searchcore: warning: could not close the MLflow parent run: {type(e).__name__}", file=sys.stderr)
+    finish_search(result, runner, tracker, parent, cfg, s, name,
+                  report=None if report is None else lambda: report(study, runner, tracker, parent, result))
     result.seconds = time.time() - t0
     return result
 

@@ -577,7 +577,7 @@ class RayBackend(Backend):
 def run_ray_search(cfg: Any, s: Any, t0: float) -> Any:
     """``searchcore search --backend ray``: a Tune experiment over the search space, recorded in MLflow.
     ``cfg`` comes resolved and checked (:func:`searchcore.engine.settings.resolve_search`)."""
-    from searchcore.engine.results import SearchResult
+    from searchcore.engine.results import SearchResult, finish_search
     from searchcore.engine.runner import prepare
     from searchcore.engine.samplers import make_sampler
     from searchcore.engine.settings import sampler_source
@@ -633,7 +633,7 @@ def run_ray_search(cfg: Any, s: Any, t0: float) -> Any:
         key = {"FAILED": "FAIL"}.get(t.state, t.state)
         result.counts[key] = result.counts.get(key, 0) + 1
     result.best = best_trials(trials, runner, directions, top=getattr(s, "top", 5))
-    _finish(result, runner, tracker, parent, cfg, s, name)
+    finish_search(result, runner, tracker, parent, cfg, s, name)
     result.seconds = time.time() - t0
     _trace("search end")
     return result
@@ -837,29 +837,6 @@ def best_trials(trials: list[RayTrial], runner: Any, directions: list[str], top:
         metrics = {k: float(v) for k, v in t.metrics.items() if _number(v) and (k in names or k in ("params", "best_val_accuracy"))}
         out.append(Architecture(t.number, runner.space.spec(params), params, values, metrics))
     return out
-
-
-def _finish(result: Any, runner: Any, tracker: Any, parent: str | None, cfg: Any, s: Any, name: str) -> None:
-    """The same ending as the Optuna backend: retrain and register the winner, the baseline, the summary."""
-    from searchcore.engine import results as search_api
-
-    final: dict[str, float] = {}
-    if result.best and s.register and cfg.evaluator == "train":
-        search_api.finalize_best(result, runner, tracker, parent, name)
-        final["best_test_accuracy"] = max(a.test_accuracy or 0.0 for a in result.best)
-    if s.baseline and cfg.evaluator == "train":
-        result.baseline_test_accuracy = search_api.baseline_test_accuracy(runner)
-        final["baseline_test_accuracy"] = result.baseline_test_accuracy
-    final.update({f"trials_{k.lower()}": v for k, v in result.counts.items()})
-    if parent is None:
-        return
-    search_api.finish_mlflow_view(tracker, result, name, runner.directions)  # never raises
-    try:
-        if hasattr(tracker, "log_summary") and hasattr(search_api, "summary"):
-            tracker.log_summary(parent, search_api.summary(result))
-        tracker.end_search(parent, metrics=final)
-    except Exception as e:  # the trials are recorded; only the closing metrics are lost
-        print(f"searchcore: warning: could not close the MLflow parent run: {type(e).__name__}", file=sys.stderr)
 
 
 __all__ = ["run_ray_search", "validate_settings", "check_address", "free_port", "make_scheduler", "RayBackend", "SCHEDULERS"]
