@@ -401,7 +401,7 @@ def stack_searchcore_ray(params: list[dict[str, Any]], epochs: int, workdir: Pat
 
     The steady state (workers warm, trials back to back on each) comes from both runs' traces.
     """
-    from searchcore.engine.backends.ray import TRACE_ENV
+    from searchcore.engine.backends.ray_trial import TRACE_ENV
 
     os.environ[TRACE_ENV] = str(workdir / "trace-local.jsonl")
     local = stack_searchcore(params, epochs, workdir, concurrency, "ray", False)

@@ -264,7 +264,7 @@ def test_a_search_without_a_scheduler_batches_its_epoch_results_and_checkpoints_
 def test_shipped_data_is_the_drivers_small_cpu_splits_only() -> None:
     import torch
 
-    from searchcore.engine.backends.ray import shippable_splits
+    from searchcore.engine.backends.ray_trial import shippable_splits
     from searchcore.train.data import Splits
 
     def splits(n: int) -> Splits:

@@ -22,23 +22,22 @@ Why it is built this way:
 * ``SEARCHCORE_RAY_TRACE=FILE`` makes the driver and its workers append a timestamped line per
   phase (cluster start, worker start-up, each trial and report): benchmarks/overhead.py reads it.
 
-Ray is imported only here and only when ``--backend ray`` runs.
+This module is the driver's side (settings, cluster, experiment, what the driver records); what runs
+inside a worker is :mod:`searchcore.engine.backends.ray_trial`. Ray is imported only in these two
+modules, and only when ``--backend ray`` runs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import math
 import os
 import signal
 import socket
 import sys
-import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,30 +45,24 @@ from typing import Any
 
 from searchcore.engine.backends.base import Backend
 from searchcore.engine.backends.ray_resources import PLACE_WAIT_S, check_placement
+from searchcore.engine.backends.ray_trial import (
+    EPOCH_KEYS,
+    RESULT_BUFFER_MAX,
+    STATE_KEY,
+    TAG_BACKEND,
+    DefineByRun,
+    Payload,
+    flat_params,
+    make_trainable,
+    shippable_splits,
+    trace,
+    trial_name,
+    trial_number,
+)
 from searchcore.errors import UsageError
 
 SCHEDULERS = ("asha", "hyperband", "none")
 DEFAULT_RAY_STORAGE = "ray_results"
-STATE_KEY = "searchcore_state"
-EPOCH_KEYS = ("train_loss", "val_accuracy", "lr", "epoch_seconds")
-TAG_NODE = "searchcore.node_id"
-TAG_GPUS = "searchcore.gpu_ids"
-TAG_DEVICE = "searchcore.device"
-TAG_THREADS = "searchcore.torch_threads"
-TAG_BACKEND = "searchcore.backend"
-TAG_RAY_TRIAL = "searchcore.ray_trial_id"
-STOP_WAIT_S = 8.0  # Tune kills a stopping actor after 10 s; its last record must be written before that
-
-TRACE_ENV = "SEARCHCORE_RAY_TRACE"  # a file: the driver and its workers append a timestamped line per phase (diagnostics)
-
-
-def _trace(event: str, **extra: Any) -> None:
-    path = os.environ.get(TRACE_ENV)
-    if path:
-        with open(path, "a") as f:
-            f.write(json.dumps({"t": time.time(), "cpu": time.process_time(), "tcpu": time.thread_time(), "pid": os.getpid(), "event": event, **extra}) + "\n")
-
-
 RAY_ONLY = {
     "address": "--address",
     "cpus_per_trial": "--cpus-per-trial",
@@ -155,325 +148,6 @@ def absolute_tracking_uri(uri: str) -> str:
 # --- what runs inside a Ray worker --------------------------------------------------------------
 
 
-@dataclass
-class Payload:
-    """Everything a worker needs to run trials; sent once through the object store."""
-
-    cfg: Any
-    plugins: list[str]
-    disabled: list[str]
-    tracking_uri: str
-    study: str
-    parent_run_id: str | None
-    threads: int
-    splits: Any = None  # the driver's loaded data (small in-memory splits only): workers skip loading it again
-    checkpoint_epochs: bool = True  # False only where no scheduler acts on epochs (see paced_results)
-    key: str = field(default_factory=lambda: uuid.uuid4().hex)
-
-
-SHIP_DATA_MAX_BYTES = 256 * 2**20  # above this, each worker loads the dataset itself rather than the driver shipping it
-
-
-def shippable_splits(splits: Any) -> Any:
-    """The driver's splits if they are plain CPU tensors small enough to send once through the object
-    store (instead of every worker importing the loader and reading the dataset again); else None."""
-    from searchcore.train.data import Splits
-
-    if type(splits) is not Splits:
-        return None
-    tensors = [getattr(splits, f) for f in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")]
-    if any(t.device.type != "cpu" for t in tensors):
-        return None
-    return splits if sum(t.element_size() * t.nelement() for t in tensors) <= SHIP_DATA_MAX_BYTES else None
-
-
-_RUNNERS: dict[str, Any] = {}
-_TRACKERS: dict[tuple[str, str], Any] = {}
-_TRACKERS_PENDING: dict[tuple[str, str], Any] = {}
-_TRIAL_DONE = threading.Event()
-_TRIAL_DONE.set()
-
-
-def _runner_for(payload: Payload) -> Any:
-    """The worker's TrialRunner: prepared by the first trial, reused by every later one."""
-    runner = _RUNNERS.get(payload.key)
-    if runner is None:
-        from searchcore.engine.quiet import quiet_libraries
-        from searchcore.engine.runner import prepare
-        from searchcore.plugins.host import configure
-
-        quiet_libraries()
-        import logging
-
-        logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)  # a line per epoch otherwise
-        host = configure(payload.plugins, payload.disabled)
-        # the data the driver shipped, if any: the worker skips loading it again
-        runner = prepare(copy.deepcopy(payload.cfg), host, payload.threads, splits=payload.splits)
-        _RUNNERS.clear()
-        _RUNNERS[payload.key] = runner
-    return runner
-
-
-def _start_tracker(payload: Payload) -> None:
-    """Build the worker's tracker (MLflow's import and store set-up, about a second) on a thread of its
-    own, alongside the first trial's preparation and training, which need no tracker until the end."""
-    key = (payload.tracking_uri, payload.study)
-    if key in _TRACKERS or key in _TRACKERS_PENDING:
-        return
-    box: dict[str, Any] = {}
-
-    def build() -> None:
-        try:
-            box["tracker"] = _make_tracker(payload)
-        except BaseException as e:  # raised again in the trial that asks for the tracker
-            box["error"] = e
-
-    thread = threading.Thread(target=build, name="searchcore-tracker-setup", daemon=True)
-    _TRACKERS_PENDING[key] = (thread, box)
-    thread.start()
-
-
-def _tracker_for(payload: Payload) -> Any:
-    key = (payload.tracking_uri, payload.study)
-    if key not in _TRACKERS:
-        _start_tracker(payload)
-        thread, box = _TRACKERS_PENDING[key]
-        thread.join()
-        del _TRACKERS_PENDING[key]
-        if "error" in box:
-            raise box["error"]
-        _TRACKERS[key] = box["tracker"]
-    return _TRACKERS[key]
-
-
-def _make_tracker(payload: Payload) -> Any:
-    from searchcore.track.tracking import Tracker
-
-    class TrialTracker(Tracker):
-        """Writes a trial's record in place of any earlier one of the same trial: a trial stopped
-        when its experiment was interrupted recorded itself, and records itself again in full
-        when it runs again on --resume."""
-
-        def write_trial(self, o: Any, study: str, parent_run_id: str, extra_tags: dict[str, str]) -> str:
-            _forget_earlier_record(self, study, o.number)
-            return super().write_trial(o, study, parent_run_id, extra_tags)
-
-    return TrialTracker(payload.tracking_uri, experiment=payload.study)
-
-
-def trial_name(trial: Any) -> str:
-    """``trial_00007``: the number Tune's search generator gave the trial (from 0, as in Optuna)."""
-    head = str(getattr(trial, "experiment_tag", "")).split("_", 1)[0]
-    return f"trial_{int(head) - 1:05d}" if head.isdigit() else f"trial_{trial.trial_id}"
-
-
-def trial_number(name: str) -> int:
-    tail = name.rsplit("_", 1)[-1]
-    if not tail.isdigit():
-        raise ValueError(f"not a searchcore trial name: {name!r}")
-    return int(tail)
-
-
-def flat_params(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """OptunaSearch nests names that contain '/'; the space wants them flat again."""
-    out: dict[str, Any] = {}
-    for k, v in config.items():
-        if isinstance(v, dict):
-            out.update(flat_params(v, f"{prefix}{k}/"))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def _restored_epoch(checkpoint: Any) -> int:
-    """The last epoch Tune already has from this trial (0 for a fresh trial)."""
-    if checkpoint is None:
-        return 0
-    with checkpoint.as_directory() as d:
-        path = Path(d) / "searchcore.json"
-        return int(json.loads(path.read_text())["epoch"]) if path.is_file() else 0
-
-
-def _forget_earlier_record(tracker: Any, study: str, number: int) -> None:
-    """Trial numbers are unique in a search, so an existing record of this number is an earlier,
-    stopped attempt of this very trial (restored or restarted on --resume): it goes."""
-    from searchcore.track.tracking import TAG_KIND, TAG_STUDY, TAG_TRIAL
-
-    try:
-        runs = tracker.client.search_runs(
-            [tracker.experiment_id], f"tags.`{TAG_STUDY}` = '{study}' and tags.`{TAG_KIND}` = 'trial' and tags.`{TAG_TRIAL}` = '{number}'")
-        for run in runs:
-            tracker.client.delete_run(run.info.run_id)
-    except Exception as e:  # the driver rewrites a record that is missing; a duplicate is not worth failing the trial
-        print(f"searchcore: warning: could not replace the earlier record of trial {number}: {type(e).__name__}: {e}", file=sys.stderr)
-
-
-def _process_start() -> float | None:
-    """When this process started (epoch seconds), for the trace; None where /proc is not there."""
-    try:
-        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
-        uptime = float(Path("/proc/uptime").read_text().split()[0])
-        return time.time() - uptime + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def run_trial(config: dict[str, Any], payload: Payload) -> None:
-    """The function trainable: one trial, from Tune's sampled config to its MLflow record."""
-    _TRIAL_DONE.clear()
-    _trace("trial start")
-    try:
-        _run_trial(config, payload)
-    finally:
-        _trace("trial end")
-        _TRIAL_DONE.set()
-
-
-def _run_trial(config: dict[str, Any], payload: Payload) -> None:
-    import ray
-    from ray import tune
-
-    from searchcore.space import ParamsTrial
-    from searchcore.train.outcome import Pruned
-
-    gpu_ids = [str(g) for g in ray.get_gpu_ids()]
-    if not gpu_ids:  # a trial sees only the GPUs Ray gave it: none means none, before torch looks
-        os.environ["CUDA_VISIBLE_DEVICES"] = ""
-    if not _RUNNERS and os.environ.get(TRACE_ENV):
-        _trace("worker process created", at=_process_start())
-    if payload.parent_run_id is not None:
-        _start_tracker(payload)
-    runner = _runner_for(payload)
-    _trace("runner ready")
-    import torch
-
-    from searchcore.train.trainer import set_threads
-
-    device = "cuda" if gpu_ids and torch.cuda.is_available() else "cpu"
-    runner.cfg.train = {**runner.cfg.train, "device": device}
-    set_threads(runner.threads)
-    context = tune.get_context()
-    number = trial_number(context.get_trial_name())
-    seen = _restored_epoch(tune.get_checkpoint())
-    last = int(runner.cfg.epochs)
-    names = runner.names
-    state: dict[str, Any] = {"stopped": False, "held": None, "threads": None}
-
-    def send(row: dict[str, float]) -> None:
-        metrics = {**row, **{n: row.get(n, math.nan) for n in names}}
-        try:
-            _trace("report", epoch=int(row["epoch"]))
-            if payload.checkpoint_epochs:
-                with tempfile.TemporaryDirectory(prefix="searchcore-ckpt-") as d:
-                    Path(d, "searchcore.json").write_text(json.dumps({"epoch": int(row["epoch"]), "trial": number}))
-                    tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
-            else:
-                tune.report(metrics)
-            _trace("reported", epoch=int(row["epoch"]))
-        except SystemExit:  # Tune stopped the trial (scheduler decision or the experiment ends)
-            state["stopped"] = True
-            raise Pruned(f"stopped by Ray Tune after epoch {int(row['epoch'])} (its scheduler, or the experiment stopping)") from None
-
-    def report(epoch: int, metrics: dict[str, float]) -> None:
-        if state["threads"] is None:
-            state["threads"] = torch.get_num_threads()
-        if epoch <= seen:  # a restored trial retrains these epochs; Tune has their results already
-            return
-        row = {**{k: float(v) for k, v in metrics.items()}, "epoch": float(epoch)}
-        held, state["held"] = state["held"], None
-        if held is not None:
-            send(held)
-        if epoch >= last:  # the last epoch goes out with the objectives, once they are computed
-            state["held"] = row
-        else:
-            send(row)
-
-    outcome = runner.run(ParamsTrial(flat_params(config), source=f"trial {number}"), number, report)
-    threads = state["threads"] if state["threads"] is not None else torch.get_num_threads()
-    outcome.tags.update({
-        TAG_BACKEND: "ray", TAG_NODE: ray.get_runtime_context().get_node_id(), TAG_GPUS: ",".join(gpu_ids),
-        TAG_DEVICE: device, TAG_THREADS: str(threads), TAG_RAY_TRIAL: context.get_trial_id(),
-        "searchcore.cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""), "searchcore.worker_pid": str(os.getpid()),
-    })
-    if device == "cuda":
-        outcome.tags["searchcore.cuda_memory_after"] = str(torch.cuda.memory_allocated())
-    _trace("trained", trial=number)
-    if payload.parent_run_id is not None:
-        _tracker_for(payload).log_trial(outcome, payload.study, payload.parent_run_id)
-    _trace("record queued", trial=number)
-    if state["stopped"]:
-        raise SystemExit(0)  # what tune.report would have raised: the trial ends here
-    final = dict(state["held"] or {})
-    final.update({k: float(v) for k, v in outcome.metrics.items()})
-    final.update({n: final.get(n, math.nan) for n in names})
-    final[STATE_KEY] = outcome.state
-    if outcome.reason:
-        final["searchcore_reason"] = outcome.reason[:300]
-    try:
-        tune.report(final)
-        _trace("final reported", trial=number)
-    except SystemExit:
-        raise SystemExit(0) from None  # stopped at the last epoch (ASHA's max_t): the trial is complete anyway
-
-
-def _settle() -> None:
-    """Let a stopped trial finish writing its record before its worker goes away."""
-    _TRIAL_DONE.wait(STOP_WAIT_S)
-    deadline = time.time() + STOP_WAIT_S
-    for tracker in list(_TRACKERS.values()):
-        tracker.flush(max(0.1, deadline - time.time()))
-
-
-def make_trainable(payload: Payload, cpus: float, gpus: float) -> Any:
-    """Tune's function trainable around :func:`run_trial`, waiting for records on reset and stop."""
-    from ray import tune
-    from ray.tune.trainable.function_trainable import wrap_function
-
-    base = wrap_function(tune.with_parameters(run_trial, payload=payload), name="searchcore")
-
-    class SearchcoreTrial(base):  # type: ignore[misc, valid-type]
-        def setup(self, config: dict) -> None:
-            _trace("actor setup")
-            super().setup(config)
-
-        def train_buffered(self, *args: Any, **kwargs: Any) -> Any:
-            # Tune calls this where paced_results switched buffering on; it passes its own two
-            # settings positionally in the opposite order to this method's parameters (Ray 2.60),
-            # so the batch limits are ours, by name, whatever Tune passes.
-            return super().train_buffered(buffer_time_s=RESULT_BUFFER_S, max_buffer_length=RESULT_BUFFER_MAX)
-
-        def reset_config(self, new_config: dict) -> bool:
-            _trace("actor reset")
-            # Tune gives a stopped trial 2 s to end before it gives up reusing the worker; a trial
-            # writing its record may need longer, and a new worker costs far more than the wait.
-            os.environ["TUNE_FUNCTION_THREAD_TIMEOUT_S"] = str(int(STOP_WAIT_S))
-            return super().reset_config(new_config)
-
-        def cleanup(self) -> None:
-            _trace("actor cleanup")
-            try:
-                super().cleanup()
-            finally:
-                _settle()
-
-    return tune.with_resources(SearchcoreTrial, {"cpu": cpus, "gpu": gpus})
-
-
-class DefineByRun:
-    """OptunaSearch's space: the same sampling function every backend uses (picklable for Tune's state)."""
-
-    def __init__(self, dimensions: list[Any]) -> None:
-        self.dimensions = list(dimensions)
-
-    def __call__(self, trial: Any) -> None:
-        from searchcore.space import sample
-
-        sample(trial, self.dimensions)
-
-
-# --- the driver ---------------------------------------------------------------------------------
-
-
 def connect(address: str | None) -> bool:
     """Join ``address`` or start a private local Ray on an explicit free port; True if this call
     connected the process (so the search disconnects it, or stops the Ray it started, at the end)."""
@@ -506,8 +180,6 @@ def prunes(name: str, epochs: int, multi_objective: bool) -> bool:
     return not (multi_objective or name == "none" or epochs < 2)
 
 
-RESULT_BUFFER_S = 1.0  # a batch of epoch results goes to the driver at the first epoch after this long...
-RESULT_BUFFER_MAX = 100  # ...or at this many
 
 
 @contextlib.contextmanager
@@ -584,7 +256,7 @@ def run_ray_search(cfg: Any, s: Any, t0: float) -> Any:
     from searchcore.plugins.host import get_host
     from searchcore.track.tracking import DEFAULT_TRACKING, Tracker, mask_url
 
-    _trace("search start")
+    trace("search start")
     name = cfg.name
     cpus = float(s.cpus_per_trial or 1.0)
     gpus = float(s.gpus_per_trial or 0.0)
@@ -608,9 +280,9 @@ def run_ray_search(cfg: Any, s: Any, t0: float) -> Any:
     payload = Payload(cfg=copy.deepcopy(cfg), plugins=extra, disabled=sorted(host.disabled), tracking_uri=tracking_uri,
                       study=name, parent_run_id=parent, threads=threads, splits=shippable_splits(runner.splits),
                       checkpoint_epochs=s.resume or prunes(scheduler_name, cfg.epochs, len(runner.names) > 1))
-    _trace("driver prepared")
+    trace("driver prepared")
     started = connect(s.address)
-    _trace("connected")
+    trace("connected")
     try:
         # trials no node can hold: one line now, not a wait for ever inside Tune; a private cluster is whole at once
         check_placement(cpus, gpus, wait_s=0.0 if started and s.address is None else PLACE_WAIT_S)
@@ -624,7 +296,7 @@ def run_ray_search(cfg: Any, s: Any, t0: float) -> Any:
             import ray
 
             ray.shutdown()
-    _trace("fit done")
+    trace("fit done")
     if parent is not None:
         _write_missing(tracker, name, parent, trials, runner)
     result = SearchResult(name, str(experiment), mask_url(tracking_uri), parent, runner.names, directions)
@@ -635,7 +307,7 @@ def run_ray_search(cfg: Any, s: Any, t0: float) -> Any:
     result.best = best_trials(trials, runner, directions, top=getattr(s, "top", 5))
     finish_search(result, runner, tracker, parent, cfg, s, name)
     result.seconds = time.time() - t0
-    _trace("search end")
+    trace("search end")
     return result
 
 
@@ -698,7 +370,7 @@ def _fit(payload: Payload, runner: Any, sampler: Any, scheduler_name: str, cfg: 
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=None)),  # a few bytes each; num_to_keep forces a state snapshot per checkpoint
         )
     with _graceful_interrupt() as stop, paced_results(not payload.checkpoint_epochs):
-        _trace("fit start")
+        trace("fit start")
         try:
             grid = tuner.fit()
         except Exception as e:
@@ -706,7 +378,7 @@ def _fit(payload: Payload, runner: Any, sampler: Any, scheduler_name: str, cfg: 
             if unplaceable is None:
                 raise
             raise unplaceable from None
-        _trace("fit returned")
+        trace("fit returned")
     if stop.is_set():
         print(f"searchcore: interrupted; continue with the same command plus --resume (experiment {experiment})", file=sys.stderr)
         raise KeyboardInterrupt(f"the Ray experiment was interrupted and saved; continue it with --name {experiment.name} --resume")
