@@ -39,7 +39,7 @@ plugins:
   attention: {kinds: [none, se]}
 objectives: [val_accuracy]
 budget: {trials: 8, epochs: 2}
-search: {sampler: tpe, pruner: hyperband, seed: 0}
+search: {sampler: tpe, pruner: median, seed: 0}  # the first 4 trials complete: enough to credit plugins
 """
 PLOTS = ("history", "learning_curves", "importances", "pareto", "parallel", "credit")
 
@@ -349,11 +349,13 @@ def test_mlflow_records_answer_who_won_and_by_how_much(searched: Searched) -> No
     runs = {int(t.data.tags["searchcore.trial"]): t for t in client.search_runs([exp], "tags.`searchcore.kind` = 'trial'")}
     for t in searched.study().trials:
         run = runs[t.number]
-        state_name = {"COMPLETE": "", "PRUNED": " (pruned)", "FAIL": " (failed)"}[t.state.name]
+        state_name = {"COMPLETE": "", "PRUNED": "pruned", "FAIL": "failed"}[t.state.name]
+        words = ", ".join(w for w in ("baseline" if t.number == 0 else "", state_name) if w)  # trial 0: every plugin off
+        assert (run.data.tags.get("searchcore.baseline") == "true") is (t.number == 0)
         if t.number == winner.trial:
-            assert run.info.run_name == f"trial-{t.number} ★ best"
+            assert run.info.run_name == f"trial-{t.number} ★ best" + (" (baseline)" if t.number == 0 else "")
         else:
-            assert run.info.run_name == f"trial-{t.number}{state_name}"
+            assert run.info.run_name == f"trial-{t.number}" + (f" ({words})" if words else "")
         if t.state.name != "FAIL":
             assert run.data.metrics["params"] > 0 and run.data.metrics["macs"] > 0  # pruned trials too
     best = runs[winner.trial].data.metrics

@@ -67,7 +67,8 @@ def test_a_search_with_mf_evolution_screens_then_trains_the_best(workdir: Path, 
     result = run_search(small_space, Settings(trials=8, epochs=3, name="mf", progress=False, baseline=False, register=False))
     trials = optuna.load_study(study_name="mf", storage=open_storage(result.storage)).get_trials()
     assert len(trials) == 8
-    assert all(t.state == S.PRUNED and t.last_step == 1 for t in trials[:3])  # screened at epoch 1 of 3
+    assert trials[0].state == S.COMPLETE and trials[0].last_step == 3  # the baseline is never screened out
+    assert all(t.state == S.PRUNED and t.last_step == 1 for t in trials[1:4])  # the others: screened at epoch 1 of 3
     assert any(t.state == S.COMPLETE and t.last_step == 3 for t in trials)  # and the best went on
 
 

@@ -28,7 +28,7 @@ def add_commands(sub: Any, types: dict[str, Any]) -> None:
     sp.add_argument("--name", help="search name: Optuna study, MLflow experiment and registered model")
     sp.add_argument("--threads", type=pi, help="torch threads per worker (default: cores / workers)")
     sp.add_argument("--no-register", action="store_true", help="do not retrain and register the best architectures")
-    sp.add_argument("--no-baseline", action="store_true", help="do not train the unimproved backbone for comparison")
+    sp.add_argument("--no-baseline", action="store_true", help="do not retrain the unimproved backbone (the search's first trial) to compare test accuracies at the end")
     sp.add_argument("--quiet", "-q", action="store_true", help="no live progress")
     sp.add_argument("--isolate", action="store_true", help="run each trial in a fresh process (its process group is killed on stop or prune)")
     sp.add_argument("--deterministic", action="store_true", help="deterministic torch algorithms: same seed, same metrics, bit for bit")
@@ -124,7 +124,11 @@ def print_result(r: Any) -> None:
     if rows:
         print("\ntop architectures" + (" (Pareto front)" if len(r.objectives) > 1 else "") + ":")
         table(["trial", "objectives", "params", "MACs", "test acc", "architecture"], rows)
-    if r.baseline_test_accuracy is not None and r.best and r.best[0].test_accuracy is not None:
+    if r.baseline_won:
+        test = f", test accuracy {r.best[0].test_accuracy:.4f}" if r.best[0].test_accuracy is not None else ""
+        print(f"\nno trial beat the baseline (every plugin off, trial {r.best[0].trial}): it is the best{test}"
+              + (" and the registered model" if r.best[0].model_uri else ""))
+    elif r.baseline_test_accuracy is not None and r.best and r.best[0].test_accuracy is not None:
         print(f"\nbest architecture test accuracy {r.best[0].test_accuracy:.4f} vs. baseline (every plugin off, same epochs) {r.baseline_test_accuracy:.4f}")
     for a in r.best:
         if a.model_uri:

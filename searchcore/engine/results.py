@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+ATTR_BASELINE = "baseline"  # on the enqueued first trial: the unimproved backbone
 ATTR_CONFIG = "searchcore_config"
 ATTR_SPACE = "searchcore_space"
 ATTR_PARENT = "mlflow_parent_run_id"
@@ -46,6 +47,8 @@ class SearchResult:
     best: list[Architecture] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     baseline_test_accuracy: float | None = None
+    baseline: Architecture | None = None  # the baseline trial (every plugin off), when it completed
+    baseline_won: bool = False  # no trial beat it: it is best[0], and what gets registered
     seconds: float = 0.0
     stopped_reason: str = ""
 
@@ -56,6 +59,8 @@ def summary(result: SearchResult) -> dict[str, Any]:
         "objectives": dict(zip(result.objectives, result.directions)),
         "pareto": len(result.objectives) > 1,
         "baseline_test_accuracy": result.baseline_test_accuracy,
+        "baseline_trial": None if result.baseline is None else result.baseline.trial,
+        "baseline_won": result.baseline_won,
         "architectures": [
             {"trial": a.trial, "values": a.values, "test_accuracy": a.test_accuracy, "model_uri": a.model_uri,
              "params": a.params, "one_line": a.one_line, "metrics": a.metrics}
@@ -93,6 +98,20 @@ def finalize_best(result: SearchResult, runner: Any, tracker: Any, parent: str |
             print(f"searchcore: warning: could not register the best model in MLflow: {type(e).__name__}: {e}", file=sys.stderr)
 
 
+def never_worse(result: SearchResult, directions: list[str]) -> None:
+    """The best is never worse than what the user started with: when no trial beat the baseline
+    trial on the objective (a tie included: the simpler model wins), the baseline becomes the best.
+    Judged on the trials' own values (validation), as the winner was chosen; one objective only."""
+    base = result.baseline
+    if base is None or len(directions) != 1 or not result.best:
+        return
+    sign = 1.0 if directions[0] == "maximize" else -1.0
+    if sign * result.best[0].values[0] > sign * base.values[0]:
+        return
+    result.best = [base] + [a for a in result.best if a.trial != base.trial]
+    result.baseline_won = True
+
+
 def baseline_test_accuracy(runner: Any) -> float:
     """The unimproved backbone (every plugin off), trained like any trial: the bar to beat."""
     from searchcore.train.fit import fit
@@ -105,15 +124,20 @@ def baseline_test_accuracy(runner: Any) -> float:
 
 def finish_search(result: SearchResult, runner: Any, tracker: Any, parent: str | None, cfg: Any, s: Any, name: str,
                   report: Callable[[], None] | None = None) -> None:
-    """How every backend ends a search: the winner retrained, tested and registered, the baseline
-    trained the same way, then the MLflow view, the report (``report``, never raising), the summary
+    """How every backend ends a search: the winner (never worse than the baseline trial, see
+    :func:`never_worse`) retrained, tested and registered, the baseline trained the same way unless
+    it is the winner, then the MLflow view, the report (``report``, never raising), the summary
     and the parent run's closing metrics. While MLflow is down the parent run is left for
     ``searchcore sync`` to close."""
     final: dict[str, float] = {}
+    never_worse(result, runner.directions)
     if result.best and s.register and cfg.evaluator == "train":
         finalize_best(result, runner, tracker, parent, name)
         final["best_test_accuracy"] = max(a.test_accuracy or 0.0 for a in result.best)
-    if s.baseline and cfg.evaluator == "train":
+    if result.baseline_won and result.best[0].test_accuracy is not None:
+        result.baseline_test_accuracy = result.best[0].test_accuracy  # the same spec, trained the same way: once is enough
+        final["baseline_test_accuracy"] = result.baseline_test_accuracy
+    elif s.baseline and cfg.evaluator == "train":
         result.baseline_test_accuracy = baseline_test_accuracy(runner)
         final["baseline_test_accuracy"] = result.baseline_test_accuracy
     final.update({f"trials_{k.lower()}": v for k, v in result.counts.items()})

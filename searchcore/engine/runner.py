@@ -17,7 +17,7 @@ from searchcore.engine.config import SpaceConfig
 from searchcore.errors import Diverged, SearchcoreError
 from searchcore.plugins.host import PluginHost
 from searchcore.space import SearchSpace
-from searchcore.train.outcome import FAILED, PRUNED, Pruned, TrialOutcome
+from searchcore.train.outcome import FAILED, PRUNED, TAG_BASELINE, Pruned, TrialOutcome
 
 
 class TrialRunner:
@@ -40,6 +40,7 @@ class TrialRunner:
 
             raise SpaceFileError(cfg.source, "search.evaluator", f"unknown evaluator {cfg.evaluator!r}; available: train, {', '.join(sorted(evaluators))}")
         self.evaluator = evaluators.get(cfg.evaluator)
+        self.baseline_params = space.off_params()
         gc.freeze()  # imports, plugins and data stay for the worker's life: trials' collections skip them (release_memory)
 
     @property
@@ -49,6 +50,11 @@ class TrialRunner:
     @property
     def names(self) -> list[str]:
         return [o.name for o in self.objectives]
+
+    def is_baseline(self, params: dict[str, Any]) -> bool:
+        """Whether ``params`` are the unimproved backbone (every plugin off): the trial every search
+        runs first, which no pruner stops and which the search's winner must beat."""
+        return params == self.baseline_params
 
     def train_config(self, epochs: int | None = None, seed: int | None = None) -> Any:
         from searchcore.train.trainer import TrainConfig
@@ -63,6 +69,8 @@ class TrialRunner:
         try:
             spec, params = self.space.to_spec(trial)
             out.params, out.spec = params, spec
+            if self.is_baseline(params):
+                out.tags[TAG_BASELINE] = "true"
             if sampled is not None:
                 sampled()
             out.metrics = self.evaluate(spec, report, out.history)

@@ -29,7 +29,7 @@ import json
 import time
 from typing import Any
 
-from searchcore.train.outcome import FAILED, PRUNED
+from searchcore.train.outcome import FAILED, PRUNED, TAG_BASELINE
 
 VIEW_KEY = "searchcore"
 VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
@@ -52,27 +52,34 @@ def runs_url(base: str, experiment_id: str) -> str:
     return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?viewStateShareKey={VIEW_KEY}&workflowType={WORKFLOW}"
 
 
-def trial_run_name(number: int, state: str, reason: str = "") -> str:
+def trial_run_name(number: int, state: str, reason: str = "", baseline: bool = False) -> str:
     """``trial-4 (pruned)``: the state where MLflow always shows it. A trial whose worker died is
-    ``crashed``, one that raised is ``failed``; MLflow's status alone cannot tell these apart."""
+    ``crashed``, one that raised is ``failed``; MLflow's status alone cannot tell these apart. The
+    unimproved backbone's trial says ``baseline``: ``trial-0 (baseline)``."""
+    words = ["baseline"] if baseline else []
     if state == PRUNED:
-        return f"trial-{number} (pruned)"
-    if state == FAILED:
-        return f"trial-{number} ({'crashed' if reason.startswith(CRASHED) else 'failed'})"
-    return f"trial-{number}"
+        words.append("pruned")
+    elif state == FAILED:
+        words.append("crashed" if reason.startswith(CRASHED) else "failed")
+    return f"trial-{number} ({', '.join(words)})" if words else f"trial-{number}"
 
 
-def trial_note(state: str, reason: str = "") -> str | None:
+def trial_note(state: str, reason: str = "", baseline: bool = False) -> str | None:
     """The run page's description for a trial that did not complete: what stopped it, in words.
-    MLflow shows a pruned trial's status as *Killed* (stopped on purpose), a failed one's as *Failed*."""
+    MLflow shows a pruned trial's status as *Killed* (stopped on purpose), a failed one's as *Failed*.
+    The baseline's trial says what it is for, whatever its state."""
+    first = ("**Baseline**: the backbone with every plugin off, run first in every search; the search's best must "
+             "beat it, or it is the best.") if baseline else None
     if state == PRUNED:
-        return (f"**Pruned** ({reason or 'stopped early'}): the pruner stopped this trial on purpose because its "
+        note = (f"**Pruned** ({reason or 'stopped early'}): the pruner stopped this trial on purpose because its "
                 "val accuracy trailed the others at the same epoch. Not a crash; MLflow's status for it is *Killed*.")
-    if state == FAILED and reason.startswith(CRASHED):
-        return f"**Crashed**: {reason}. The process running it died before the trial ended, so it has no result."
-    if state == FAILED:
-        return f"**Failed**: {reason or 'see traceback.txt'}. The full traceback is the artifact `traceback.txt` when there is one."
-    return None
+    elif state == FAILED and reason.startswith(CRASHED):
+        note = f"**Crashed**: {reason}. The process running it died before the trial ended, so it has no result."
+    elif state == FAILED:
+        note = f"**Failed**: {reason or 'see traceback.txt'}. The full traceback is the artifact `traceback.txt` when there is one."
+    else:
+        note = None
+    return "\n\n".join(n for n in (first, note) if n) or None
 
 
 def _key(kind: str, name: str) -> str:
@@ -121,10 +128,14 @@ def guess_directions(objectives: list[str]) -> list[str]:
 
 
 def headline(result: Any) -> str:
-    """``Best: trial 3, test accuracy 0.9861 vs 0.9053 for the baseline (+8.1 points)``."""
+    """``Best: trial 3, test accuracy 0.9861 vs 0.9053 for the baseline (+8.1 points)``; or, when no
+    trial beat the unimproved backbone, that it is the best and what was registered."""
     best = result.best[0] if result.best else None
     if best is None or best.test_accuracy is None:
         return "No architecture was retrained and tested."
+    if getattr(result, "baseline_won", False):
+        return (f"No trial beat the baseline (every plugin off, trial {best.trial}): it is the best, "
+                f"test accuracy {best.test_accuracy:.4f}")
     text = f"Best: trial {best.trial}, test accuracy {best.test_accuracy:.4f}"
     base = result.baseline_test_accuracy
     if base is not None:
@@ -186,7 +197,8 @@ def finish(tracker: Any, result: Any, study: str, directions: list[str], limit: 
     for number, run in runs.items():
         if TAG_WINNER in run.data.tags and number not in tested:
             tags = run.data.tags
-            client.update_run(run.info.run_id, name=trial_run_name(number, tags.get(TAG_STATE, ""), tags.get("searchcore.reason", "")))
+            client.update_run(run.info.run_id, name=trial_run_name(number, tags.get(TAG_STATE, ""), tags.get("searchcore.reason", ""),
+                                                                    tags.get(TAG_BASELINE) == "true"))
             client.delete_tag(run.info.run_id, TAG_WINNER)
             client.delete_tag(run.info.run_id, "mlflow.note.content")
     for arch in result.best:
@@ -197,7 +209,8 @@ def finish(tracker: Any, result: Any, study: str, directions: list[str], limit: 
         if base is not None:
             metrics.append(Metric(GAIN, round(100 * (arch.test_accuracy - base), 2), now, 0))
         client.log_batch(run.info.run_id, metrics=metrics)
-        client.update_run(run.info.run_id, name=f"trial-{arch.trial} {WINNER_MARK} {'Pareto' if pareto else 'best'}")
+        own = " (baseline)" if run.data.tags.get(TAG_BASELINE) == "true" else ""
+        client.update_run(run.info.run_id, name=f"trial-{arch.trial} {WINNER_MARK} {'Pareto' if pareto else 'best'}{own}")
         words = headline(result) if not pareto else f"On the Pareto front: trial {arch.trial}, test accuracy {arch.test_accuracy:.4f}"
         client.set_tag(run.info.run_id, TAG_WINNER, words)
         model = f"\n\nRegistered as `{arch.model_uri}`." if arch.model_uri else ""

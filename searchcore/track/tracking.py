@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from searchcore.train.outcome import COMPLETE, FAILED, PRUNED, TrialOutcome
+from searchcore.train.outcome import COMPLETE, FAILED, PRUNED, TAG_BASELINE, TrialOutcome
 
 TAG_STUDY = "searchcore.study"
 TAG_TRIAL = "searchcore.trial"
@@ -203,14 +203,15 @@ class Tracker:
         tags = {MLFLOW_PARENT_RUN_ID: parent_run_id, TAG_STUDY: study, TAG_TRIAL: str(o.number), TAG_STATE: o.state, TAG_KIND: "trial", **o.tags, **extra_tags}
         if o.reason:
             tags[TAG_REASON] = o.reason[:5000]
-        note = trial_note(o.state, o.reason or "")
+        baseline = o.tags.get(TAG_BASELINE) == "true"
+        note = trial_note(o.state, o.reason or "", baseline)
         if note:
             tags["mlflow.note.content"] = note[:5000]
         if o.spec is not None:
             tags[TAG_SPEC] = encode(o.spec)[:5000]
             tags[TAG_HASH] = spec_hash(o.spec)
         start_ms = int(o.start * 1000)
-        run = self.client.create_run(self.experiment_id, start_time=start_ms, tags=tags, run_name=trial_run_name(o.number, o.state, o.reason or ""))
+        run = self.client.create_run(self.experiment_id, start_time=start_ms, tags=tags, run_name=trial_run_name(o.number, o.state, o.reason or "", baseline))
         run_id = run.info.run_id
         metrics = []
         t = start_ms

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 COMPLETE, PRUNED, FAILED = "COMPLETE", "PRUNED", "FAILED"
+TAG_BASELINE = "searchcore.baseline"  # "true" on the trial of the unimproved backbone (every plugin off)
 
 
 @dataclass
@@ -30,4 +31,4 @@ class Pruned(Exception):
     """Raised by a backend's ``report`` to stop a trial early (Optuna's TrialPruned is mapped to it)."""
 
 
-__all__ = ["COMPLETE", "FAILED", "PRUNED", "Pruned", "TrialOutcome"]
+__all__ = ["COMPLETE", "FAILED", "PRUNED", "TAG_BASELINE", "Pruned", "TrialOutcome"]

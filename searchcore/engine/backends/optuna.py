@@ -157,7 +157,8 @@ def work(study: Any, storage_url: str, runner: TrialRunner, budget: int, tracker
             _trial.report(float(metrics["val_accuracy"]), epoch)
             prune = _trial.should_prune()  # asked at the last epoch too: the pruner records its rung
             flush(study._storage, _trial._trial_id)  # this epoch's value and rung, for other workers' pruners
-            if prune and epoch < last_epoch:  # stopping a trial that has trained all its epochs saves nothing
+            # stopping a trial that has trained all its epochs saves nothing; the baseline is the bar: it always finishes
+            if prune and epoch < last_epoch and not runner.is_baseline(_trial.params):
                 raise Pruned(f"pruned at epoch {epoch}")
 
         def sampled(_trial: Any = trial) -> None:  # who runs it and what it trains, in one write, before training

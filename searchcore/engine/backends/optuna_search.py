@@ -19,6 +19,7 @@ from searchcore.engine.backends.optuna import state_counts
 from searchcore.engine.backends.storage import check_url, default_storage
 from searchcore.engine.config import SpaceConfig
 from searchcore.engine.results import (
+    ATTR_BASELINE,
     ATTR_CONFIG,
     ATTR_PARENT,
     ATTR_SPACE,
@@ -85,6 +86,8 @@ def _search(cfg: Any, s: Settings, name: str, threads: int, storage_url: str, tr
         study.set_user_attr(ATTR_SPACE, cfg.text)
     study.set_user_attr("budget", cfg.trials)
     ob.resume_stopped(study)
+    if not study.get_trials(deepcopy=False):  # a new search: the unimproved backbone is its first trial, for every sampler
+        study.enqueue_trial(runner.baseline_params, user_attrs={ATTR_BASELINE: True})
 
     tracker = Tracker(tracking_uri, experiment=name)
     parent = _parent_run(study, tracker, cfg, host, storage_url, study.sampler, pruner)
@@ -105,6 +108,7 @@ def _search(cfg: Any, s: Settings, name: str, threads: int, storage_url: str, tr
     result = SearchResult(name, mask_url(storage_url), tracking_uri, parent, runner.names, directions, stopped_reason=stats.stopped_reason)
     result.counts = state_counts(study)
     result.best = best_architectures(study, runner.names, top=s.top)
+    result.baseline = baseline_architecture(study, runner)
     finish_search(result, runner, tracker, parent, cfg, s, name,
                   report=None if report is None else lambda: report(study, runner, tracker, parent, result))
     result.seconds = time.time() - t0
@@ -340,6 +344,19 @@ def best_architectures(study: Any, names: list[str], top: int = 5) -> list[Archi
         reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
         chosen = sorted(done, key=lambda t: (t.value, -t.number), reverse=reverse)[:top]
     return [Architecture(t.number, decode(t.user_attrs["spec"]), dict(t.params), list(t.values), dict(t.user_attrs.get("metrics", {}))) for t in chosen]
+
+
+def baseline_architecture(study: Any, runner: Any) -> Architecture | None:
+    """The completed trial of the unimproved backbone (every plugin off), the first of a search; None
+    when it did not complete (or the study predates baseline trials)."""
+    import optuna
+
+    from searchcore.arch.spec import decode
+
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        if "spec" in t.user_attrs and runner.is_baseline(t.params):
+            return Architecture(t.number, decode(t.user_attrs["spec"]), dict(t.params), list(t.values), dict(t.user_attrs.get("metrics", {})))
+    return None
 
 
 class Progress:

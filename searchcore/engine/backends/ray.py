@@ -46,6 +46,7 @@ from typing import Any
 from searchcore.engine.backends.base import Backend
 from searchcore.engine.backends.ray_resources import PLACE_WAIT_S, check_placement
 from searchcore.engine.backends.ray_trial import (
+    BASELINE_KEY,
     EPOCH_KEYS,
     RESULT_BUFFER_MAX,
     STATE_KEY,
@@ -209,14 +210,28 @@ def paced_results(on: bool) -> Iterator[None]:
 
 
 def make_scheduler(name: str, epochs: int, multi_objective: bool) -> Any:
-    """ASHA by default; pruning follows val_accuracy, and not at all for several objectives (as in Optuna)."""
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler
+    """ASHA by default; pruning follows val_accuracy, and not at all for several objectives (as in Optuna).
+
+    ASHA records the baseline trial's results at its rungs, as any trial's, but never stops it: the
+    baseline is the bar the winner must beat, so it trains all its epochs. (HyperBand pauses and
+    resumes whole brackets; there the baseline is stopped like any trial, and the search then
+    compares nothing at the end.)"""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler, TrialScheduler
 
     if not prunes(name, epochs, multi_objective):
         return FIFOScheduler()
     if name == "hyperband":
         return HyperBandScheduler(time_attr="training_iteration", metric="val_accuracy", mode="max", max_t=epochs, reduction_factor=3)
-    return ASHAScheduler(time_attr="training_iteration", metric="val_accuracy", mode="max", max_t=epochs, grace_period=1, reduction_factor=3)
+
+    class KeepBaselineASHA(ASHAScheduler):
+        def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+            action = super().on_trial_result(tune_controller, trial, result)
+            if action == TrialScheduler.STOP and result.get(BASELINE_KEY) and result.get("training_iteration", 0) < epochs:
+                self._num_stopped -= 1
+                return TrialScheduler.CONTINUE
+            return action
+
+    return KeepBaselineASHA(time_attr="training_iteration", metric="val_accuracy", mode="max", max_t=epochs, grace_period=1, reduction_factor=3)
 
 
 @dataclass
@@ -305,6 +320,7 @@ def run_ray_search(cfg: Any, s: Any, t0: float) -> Any:
         key = {"FAILED": "FAIL"}.get(t.state, t.state)
         result.counts[key] = result.counts.get(key, 0) + 1
     result.best = best_trials(trials, runner, directions, top=getattr(s, "top", 5))
+    result.baseline = next(iter(best_trials([t for t in trials if runner.is_baseline(t.params)], runner, directions, top=1)), None)
     finish_search(result, runner, tracker, parent, cfg, s, name)
     result.seconds = time.time() - t0
     trace("search end")
@@ -354,8 +370,10 @@ def _fit(payload: Payload, runner: Any, sampler: Any, scheduler_name: str, cfg: 
         names, directions = runner.names, runner.directions
         modes = ["max" if d == "maximize" else "min" for d in directions]
         multi = len(names) > 1
+        # the unimproved backbone first, for every sampler, as the Optuna backend's first trial
         searcher: Any = OptunaSearch(space=DefineByRun(runner.space.dimensions), metric=names if multi else names[0],
-                                     mode=modes if multi else modes[0], sampler=sampler)
+                                     mode=modes if multi else modes[0], sampler=sampler,
+                                     points_to_evaluate=[dict(runner.baseline_params)] if runner.baseline_params else None)
         if s.max_concurrent is not None:
             searcher = ConcurrencyLimiter(searcher, max_concurrent=s.max_concurrent)
         tuner = tune.Tuner(

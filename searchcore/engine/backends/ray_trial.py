@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 STATE_KEY = "searchcore_state"
+BASELINE_KEY = "searchcore_baseline"  # 1.0 in every result of the baseline trial: the scheduler lets it finish
 EPOCH_KEYS = ("train_loss", "val_accuracy", "lr", "epoch_seconds")
 TAG_NODE = "searchcore.node_id"
 TAG_GPUS = "searchcore.gpu_ids"
@@ -248,9 +249,11 @@ def _run_trial(config: dict[str, Any], payload: Payload) -> None:
     last = int(runner.cfg.epochs)
     names = runner.names
     state: dict[str, Any] = {"stopped": False, "held": None, "threads": None}
+    params = flat_params(config)
+    flag = {BASELINE_KEY: 1.0} if runner.is_baseline(params) else {}
 
     def send(row: dict[str, float]) -> None:
-        metrics = {**row, **{n: row.get(n, math.nan) for n in names}}
+        metrics = {**row, **{n: row.get(n, math.nan) for n in names}, **flag}
         try:
             trace("report", epoch=int(row["epoch"]))
             if payload.checkpoint_epochs:
@@ -278,7 +281,7 @@ def _run_trial(config: dict[str, Any], payload: Payload) -> None:
         else:
             send(row)
 
-    outcome = runner.run(ParamsTrial(flat_params(config), source=f"trial {number}"), number, report)
+    outcome = runner.run(ParamsTrial(params, source=f"trial {number}"), number, report)
     threads = state["threads"] if state["threads"] is not None else torch.get_num_threads()
     outcome.tags.update({
         TAG_BACKEND: "ray", TAG_NODE: ray.get_runtime_context().get_node_id(), TAG_GPUS: ",".join(gpu_ids),
