@@ -137,6 +137,23 @@ def searchcore_samplers(register: Callable[..., None]) -> None:
 
 
 @hookspec
+def searchcore_zero_cost(register: Callable[..., None]) -> None:
+    """Register zero-cost proxies: scores of an untrained model that rank candidates before any training.
+
+    Call ``register(name, scorer)``; ``scorer(model, batch)`` gets the freshly built, untrained
+    ``torch.nn.Module`` on the CPU and ``batch``, a tensor of inputs ``[N, C, H, W]`` from the training
+    split (the same batch for every candidate of a search), or None when the search has no data; it
+    returns a float. By convention higher is more promising; a cost-like score (``params``, ``macs``:
+    lower is cheaper) says so with an attribute ``direction = "minimize"`` on the scorer, and the search
+    flips its sign. A data-free scorer (``synflow``) ignores ``batch``. A scorer must leave the model
+    as it found it (weights, buffers, training mode) and be deterministic; the search charges the
+    time it takes to the search's budget (``zero_cost_seconds`` on the parent run). A space file picks
+    the proxies with ``search.zero_cost``; the core plugin registers ``naswot``, ``synflow``,
+    ``params`` and ``macs``.
+    """
+
+
+@hookspec
 def searchcore_evaluators(register: Callable[..., None]) -> None:
     """Register evaluators that score a spec without the default trainer.
 
