@@ -48,6 +48,7 @@ class SearchResult:
     baseline_test_accuracy: float | None = None
     seconds: float = 0.0
     stopped_reason: str = ""
+    zero_cost: dict[str, float] = field(default_factory=dict)  # zero_cost_seconds, zero_cost_candidates: screening charged
 
 
 def summary(result: SearchResult) -> dict[str, Any]:
@@ -56,6 +57,7 @@ def summary(result: SearchResult) -> dict[str, Any]:
         "objectives": dict(zip(result.objectives, result.directions)),
         "pareto": len(result.objectives) > 1,
         "baseline_test_accuracy": result.baseline_test_accuracy,
+        "zero_cost": dict(result.zero_cost),
         "architectures": [
             {"trial": a.trial, "values": a.values, "test_accuracy": a.test_accuracy, "model_uri": a.model_uri,
              "params": a.params, "one_line": a.one_line, "metrics": a.metrics}
@@ -117,6 +119,7 @@ def finish_search(result: SearchResult, runner: Any, tracker: Any, parent: str |
         result.baseline_test_accuracy = baseline_test_accuracy(runner)
         final["baseline_test_accuracy"] = result.baseline_test_accuracy
     final.update({f"trials_{k.lower()}": v for k, v in result.counts.items()})
+    final.update(result.zero_cost)  # what screening candidates without training cost the search
     if parent is None or tracker.down:
         return
     finish_mlflow_view(tracker, result, name, runner.directions)

@@ -130,7 +130,9 @@ def searchcore_samplers(register: Callable[..., None]) -> None:
 
     Call ``register(name, factory)``; ``factory(seed, multi_objective)`` returns an
     ``optuna.samplers.BaseSampler``. A factory may also accept ``dimensions`` (the space's
-    dimensions) and ``epochs`` (the budget's epochs per trial). A sampler with a ``pruner``
+    dimensions), ``epochs`` (the budget's epochs per trial) and ``scorer``: ``scorer(params)``
+    scores a candidate's params by the space file's zero-cost proxies without training it (higher
+    is more promising, None when it could not be scored); the search charges its time. A sampler with a ``pruner``
     attribute brings its own pruner (a multi-fidelity strategy); the search uses it instead of
     ``search.pruner``.
     """
