@@ -227,3 +227,39 @@ def test_a_local_search_screens_with_naswot_and_charges_the_cost(workdir: Path, 
     parent = client.get_run(result.parent_run_id)
     assert parent.data.metrics["zero_cost_candidates"] == 2 * plugin.SCREENED
     assert parent.data.metrics["zero_cost_seconds"] == pytest.approx(charges[0]["seconds"])
+
+
+class _Stop(Exception):
+    """Ends a search at make_sampler, where the test looks."""
+
+
+@pytest.mark.parametrize("backend", ["optuna", "ray"])
+def test_every_backend_hands_its_sampler_the_spaces_scorer(small_space: Path, workdir: Path, backend: str,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from searchcore.engine import samplers
+
+    seen: list[dict] = []
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs)
+        raise _Stop
+
+    monkeypatch.setattr(samplers, "make_sampler", spy)
+    monkeypatch.setattr("searchcore.engine.backends.optuna_search.make_sampler", spy)
+    small_space.write_text(small_space.read_text().replace("seed: 0}", "seed: 0, zero_cost: [synflow, params]}"))
+    with pytest.raises(_Stop):
+        run_search(small_space, Settings(backend=backend, progress=False, tracking_uri=f"sqlite:///{workdir / 'm.db'}"))
+    scorer = seen[0]["scorer"]
+    assert isinstance(scorer, ZeroCostScorer) and scorer.names == ["synflow", "params"] and scorer.candidates == 0
+    small_space.write_text(small_space.read_text().replace("[synflow, params]", "none"))
+    seen.clear()
+    with pytest.raises(_Stop):
+        run_search(small_space, Settings(backend=backend, progress=False, tracking_uri=f"sqlite:///{workdir / 'm.db'}"))
+    assert seen[0]["scorer"] is None
+
+
+def test_the_charges_of_several_processes_add_up() -> None:
+    attrs = {ATTR_PREFIX + "a:1:0": {"seconds": 0.5, "candidates": 10, "failed": 0},
+             ATTR_PREFIX + "b:2:0": {"seconds": 0.25, "candidates": 5, "failed": 1}, "budget": 20}
+    assert study_cost(attrs) == {"zero_cost_seconds": 0.75, "zero_cost_candidates": 15}
+    assert study_cost({"budget": 20}) == {}
