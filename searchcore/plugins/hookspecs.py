@@ -148,8 +148,8 @@ def searchcore_zero_cost(register: Callable[..., None]) -> None:
     returns a float. By convention higher is more promising; a cost-like score (``params``, ``macs``:
     lower is cheaper) says so with an attribute ``direction = "minimize"`` on the scorer, and the search
     flips its sign. A data-free scorer (``synflow``) ignores ``batch``. A scorer must leave the model
-    as it found it (weights, buffers, training mode) and be deterministic; the search charges the
-    time it takes to the search's budget (``zero_cost_seconds`` on the parent run). A space file picks
+    as it found it (weights, buffers, training mode) and be deterministic; the search measures the
+    time scoring takes and records it (``zero_cost_seconds`` on the parent run). A space file picks
     the proxies with ``search.zero_cost``; the core plugin registers ``naswot``, ``synflow``,
     ``params`` and ``macs``.
     """
