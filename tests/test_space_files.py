@@ -66,7 +66,10 @@ CASES = [
     ("sampler-empty", "search:\n  sampler: ''\n", "bad.yaml: search.sampler: expected a non-empty string, got string"),
     ("pruner-unknown", "search:\n  pruner: asha\n", "bad.yaml: search.pruner: 'asha' is not allowed; allowed: hyperband, median, successive_halving, none"),
     ("seed-negative", "search:\n  seed: -1\n", "bad.yaml: search.seed: -1 is out of range; allowed: 0..2147483647"),
-    ("search-unknown-key", "search:\n  seeed: 1\n", "bad.yaml: search.seeed: unknown key; allowed: sampler, pruner, seed, evaluator"),
+    ("search-unknown-key", "search:\n  seeed: 1\n", "bad.yaml: search.seeed: unknown key; allowed: sampler, pruner, seed, evaluator, zero_cost"),
+    ("zero-cost-unknown", "search:\n  zero_cost: nasbot\n", "bad.yaml: search.zero_cost: unknown proxy 'nasbot'; available: none, macs, naswot, params, synflow"),
+    ("zero-cost-not-string", "search:\n  zero_cost: 3\n", "bad.yaml: search.zero_cost: expected a proxy name or a non-empty list of names, got integer 3"),
+    ("zero-cost-none-and-more", "search:\n  zero_cost: [none, naswot]\n", "bad.yaml: search.zero_cost: 'none' cannot be combined with other proxies"),
     ("train-optimizer", "train:\n  optimizer: adam\n", "bad.yaml: train.optimizer: 'adam' is not allowed; allowed: adamw, sgd"),
     ("train-lr", "train:\n  lr: fast\n", "bad.yaml: train.lr: expected a number, got string 'fast'"),
     ("train-lr-range", "train:\n  lr: 100\n", "bad.yaml: train.lr: 100 is out of range; allowed: 1e-07..10"),
@@ -90,7 +93,7 @@ CASES = [
 ]
 
 # run through the real command in fresh processes too: parse-time, resolve-time and the python tag
-SUBPROCESS_CASES = ("invalid-yaml", "python-object-apply", "unknown-plugin-option", "budget-trials-string")
+SUBPROCESS_CASES = ("invalid-yaml", "python-object-apply", "unknown-plugin-option", "budget-trials-string", "zero-cost-unknown")
 
 
 @pytest.fixture(autouse=True)

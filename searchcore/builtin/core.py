@@ -1,4 +1,4 @@
-"""The core plugin: the seed CNN backbone, built-in datasets, objectives and samplers.
+"""The core plugin: the seed CNN backbone, built-in datasets, objectives, samplers and zero-cost proxies.
 
 It registers through the ``searchcore`` entry-point group like any other plugin, so a
 third-party package extends the same catalogs the same way.
@@ -53,6 +53,13 @@ def searchcore_objectives(register: Callable[..., None]) -> None:
     from searchcore.train import objectives
 
     objectives.register_builtin(register)
+
+
+@hookimpl
+def searchcore_zero_cost(register: Callable[..., None]) -> None:
+    from searchcore.train import proxies
+
+    proxies.register_builtin(register)
 
 
 def _tpe(seed: int, multi_objective: bool) -> Any:

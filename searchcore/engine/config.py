@@ -23,7 +23,7 @@ TOP = ("name", "dataset", "backbone", "plugins", "objectives", "budget", "search
 DATASET = ("name", "root", "download", "val_fraction", "test_fraction")
 BACKBONE = ("name", "options")
 BUDGET = ("trials", "epochs", "timeout")
-SEARCH = ("sampler", "pruner", "seed", "evaluator")
+SEARCH = ("sampler", "pruner", "seed", "evaluator", "zero_cost")
 TRAIN = ("batch_size", "lr", "optimizer", "weight_decay", "momentum", "label_smoothing", "deterministic")
 
 
@@ -46,6 +46,7 @@ class SpaceConfig:
     pruner: str = "hyperband"
     seed: int = 0
     evaluator: str = "train"
+    zero_cost: list[str] = field(default_factory=lambda: ["naswot"])  # proxies a strategy may screen with; [] is none
     train: dict[str, Any] = field(default_factory=dict)
     input: list[int] | None = None
     classes: int | None = None
@@ -56,7 +57,7 @@ class SpaceConfig:
             "name": self.name, "dataset": self.dataset, "backbone": self.backbone, "backbone_options": self.backbone_options,
             "plugins": self.plugins, "objectives": self.objectives, "trials": self.trials, "epochs": self.epochs,
             "timeout": self.timeout, "sampler": self.sampler, "pruner": self.pruner, "seed": self.seed,
-            "evaluator": self.evaluator, "train": self.train, "input": self.input, "classes": self.classes,
+            "evaluator": self.evaluator, "zero_cost": self.zero_cost, "train": self.train, "input": self.input, "classes": self.classes,
         }
 
 
@@ -165,6 +166,8 @@ def parse_space(text: str, source: str) -> SpaceConfig:
         cfg.pruner = v.choice(s.get("pruner", cfg.pruner), "search.pruner", PRUNERS)
         cfg.seed = v.integer(s.get("seed", cfg.seed), "search.seed", 0, 2**31 - 1)
         cfg.evaluator = v.name(s.get("evaluator", cfg.evaluator), "search.evaluator")
+        if "zero_cost" in s:
+            cfg.zero_cost = v.proxies(s["zero_cost"], "search.zero_cost")
     if "train" in data:
         t = v.mapping(data["train"], "train", TRAIN)
         out: dict[str, Any] = {}
@@ -251,6 +254,20 @@ class _V:
             raise self.fail(key, f"{value} is out of range; allowed: {lo:g}..{hi:g}")
         return float(value)
 
+    def proxies(self, value: Any, key: str) -> list[str]:
+        """A proxy name or a list of them; ``none`` alone switches the zero-cost rung off. The names are
+        checked against the plugins' proxies when the space is resolved."""
+        names = value if isinstance(value, list) else [value]
+        if not names or not all(isinstance(n, str) and n.strip() for n in names):
+            raise self.fail(key, f"expected a proxy name or a non-empty list of names, got {_kind(value)} {value!r}")
+        if "none" in names:
+            if len(names) > 1:
+                raise self.fail(key, "'none' cannot be combined with other proxies")
+            return []
+        if len(set(names)) != len(names):
+            raise self.fail(key, f"a proxy is named twice in {names!r}")
+        return list(names)
+
     def dataset(self, value: Any) -> dict[str, Any] | None:
         if value is None:
             return None
@@ -331,6 +348,9 @@ def apply_overrides(cfg: SpaceConfig, values: dict[str, Any]) -> SpaceConfig:
 
 def resolve(cfg: SpaceConfig, host: PluginHost, input_shape: list[int], classes: int) -> SearchSpace:
     """The search space a config describes: backbone spec plus the enabled plugins' dimensions."""
+    from searchcore.engine.zero_cost import check_proxies
+
+    check_proxies(cfg.zero_cost, host, cfg.source)
     backbones = host.catalog("backbones")
     if cfg.backbone not in backbones:
         raise SpaceFileError(cfg.source, "backbone", f"unknown backbone {cfg.backbone!r}; available: {', '.join(sorted(backbones))}")

@@ -51,6 +51,7 @@ class SearchResult:
     baseline_won: bool = False  # no trial beat it: it is best[0], and what gets registered
     seconds: float = 0.0
     stopped_reason: str = ""
+    zero_cost: dict[str, float] = field(default_factory=dict)  # zero_cost_seconds, zero_cost_candidates: screening charged
 
 
 def summary(result: SearchResult) -> dict[str, Any]:
@@ -61,6 +62,7 @@ def summary(result: SearchResult) -> dict[str, Any]:
         "baseline_test_accuracy": result.baseline_test_accuracy,
         "baseline_trial": None if result.baseline is None else result.baseline.trial,
         "baseline_won": result.baseline_won,
+        "zero_cost": dict(result.zero_cost),
         "architectures": [
             {"trial": a.trial, "values": a.values, "test_accuracy": a.test_accuracy, "model_uri": a.model_uri,
              "params": a.params, "one_line": a.one_line, "metrics": a.metrics}
@@ -141,6 +143,7 @@ def finish_search(result: SearchResult, runner: Any, tracker: Any, parent: str |
         result.baseline_test_accuracy = baseline_test_accuracy(runner)
         final["baseline_test_accuracy"] = result.baseline_test_accuracy
     final.update({f"trials_{k.lower()}": v for k, v in result.counts.items()})
+    final.update(result.zero_cost)  # what screening candidates without training cost the search
     if parent is None or tracker.down:
         return
     finish_mlflow_view(tracker, result, name, runner.directions)

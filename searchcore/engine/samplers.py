@@ -3,14 +3,18 @@ plugin registers the strategies in :mod:`searchcore.engine.strategies`), a prune
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from searchcore.errors import UsageError
 
 
 def make_sampler(name: str, seed: int, directions: list[str], host: Any, source: str = "--sampler", dimensions: list | None = None,
-                 epochs: int | None = None) -> Any:
-    """A sampler from the plugins' catalog; ``auto`` is TPE for one objective, NSGA-II for several."""
+                 epochs: int | None = None, scorer: Callable[[dict[str, Any]], float | None] | None = None) -> Any:
+    """A sampler from the plugins' catalog; ``auto`` is TPE for one objective, NSGA-II for several.
+
+    ``scorer(params)`` (zero-cost proxies: higher is more promising, None when it could not score) goes
+    only to a factory that accepts ``scorer``; the caller charges what its calls cost."""
     import inspect
 
     multi = len(directions) > 1
@@ -20,7 +24,7 @@ def make_sampler(name: str, seed: int, directions: list[str], host: Any, source:
     if name not in samplers:
         raise UsageError(f"{source}: unknown sampler {name!r}; available: auto, {', '.join(sorted(samplers))}")
     factory = samplers[name]
-    offered = {"seed": seed, "multi_objective": multi, "dimensions": list(dimensions or []), "epochs": epochs}
+    offered = {"seed": seed, "multi_objective": multi, "dimensions": list(dimensions or []), "epochs": epochs, "scorer": scorer}
     accepted = inspect.signature(factory).parameters
     return factory(**{k: v for k, v in offered.items() if k in accepted})
 

@@ -130,9 +130,28 @@ def searchcore_samplers(register: Callable[..., None]) -> None:
 
     Call ``register(name, factory)``; ``factory(seed, multi_objective)`` returns an
     ``optuna.samplers.BaseSampler``. A factory may also accept ``dimensions`` (the space's
-    dimensions) and ``epochs`` (the budget's epochs per trial). A sampler with a ``pruner``
+    dimensions), ``epochs`` (the budget's epochs per trial) and ``scorer``: ``scorer(params)``
+    scores a candidate's params by the space file's zero-cost proxies without training it (higher
+    is more promising, None when it could not be scored); the search charges its time. A sampler with a ``pruner``
     attribute brings its own pruner (a multi-fidelity strategy); the search uses it instead of
     ``search.pruner``.
+    """
+
+
+@hookspec
+def searchcore_zero_cost(register: Callable[..., None]) -> None:
+    """Register zero-cost proxies: scores of an untrained model that rank candidates before any training.
+
+    Call ``register(name, scorer)``; ``scorer(model, batch)`` gets the freshly built, untrained
+    ``torch.nn.Module`` on the CPU and ``batch``, a tensor of inputs ``[N, C, H, W]`` from the training
+    split (the same batch for every candidate of a search), or None when the search has no data; it
+    returns a float. By convention higher is more promising; a cost-like score (``params``, ``macs``:
+    lower is cheaper) says so with an attribute ``direction = "minimize"`` on the scorer, and the search
+    flips its sign. A data-free scorer (``synflow``) ignores ``batch``. A scorer must leave the model
+    as it found it (weights, buffers, training mode) and be deterministic; the search measures the
+    time scoring takes and records it (``zero_cost_seconds`` on the parent run). A space file picks
+    the proxies with ``search.zero_cost``; the core plugin registers ``naswot``, ``synflow``,
+    ``params`` and ``macs``.
     """
 
 

@@ -28,7 +28,7 @@ GROUP = "searchcore"
 ENV_PLUGINS = "SEARCHCORE_PLUGINS"
 ENV_DISABLE = "SEARCHCORE_DISABLE"
 ENV_TRACE = "SEARCHCORE_TRACE_HOOKS"
-CATALOGS = ("blocks", "backbones", "datasets", "objectives", "samplers", "evaluators")
+CATALOGS = ("blocks", "backbones", "datasets", "objectives", "samplers", "evaluators", "zero_cost")
 
 
 @dataclass
@@ -214,7 +214,9 @@ class PluginHost:
                         raise ValueError(f"block {name!r} is a core block type; plugin blocks are named 'plugin.block'")
                     if name in catalogs[_kind]:
                         other = self._providers[_kind][name]
-                        raise ValueError(f"{_kind[:-1]} {name!r} is already registered by plugin {other!r}")
+                        raise ValueError(f"{_singular(_kind)} {name!r} is already registered by plugin {other!r}")
+                    if _kind == "zero_cost" and not callable(item):
+                        raise TypeError(f"zero-cost proxy {name!r}: expected a callable scorer(model, batch), got {type(item).__name__}")
                     catalogs[_kind][name] = item
                     self._providers[_kind][name] = _plugin
 
@@ -322,6 +324,11 @@ def _type_ok(default: Any, value: Any) -> Any:
     if isinstance(default, dict) and isinstance(value, dict):
         return value
     return None
+
+
+def _singular(kind: str) -> str:
+    """``blocks`` -> ``block``; ``zero_cost`` names one proxy, not a plural."""
+    return "zero-cost proxy" if kind == "zero_cost" else kind[:-1]
 
 
 def _core_blocks() -> dict[str, Any]:

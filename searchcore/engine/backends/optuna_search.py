@@ -31,6 +31,7 @@ from searchcore.engine.results import (
 from searchcore.engine.runner import prepare
 from searchcore.engine.samplers import make_pruner, make_sampler
 from searchcore.engine.settings import Settings, sampler_source
+from searchcore.engine.zero_cost import charge_study, make_scorer, study_cost
 from searchcore.errors import UsageError
 from searchcore.track.tracking import DEFAULT_TRACKING, Tracker, absolute_uri, mask_url
 
@@ -68,6 +69,7 @@ def _search(cfg: Any, s: Settings, name: str, threads: int, storage_url: str, tr
     host = get_host()
     set_threads(threads)
     runner = prepare(cfg, host, threads)
+    scorer = make_scorer(cfg, runner)  # built now, costs nothing unless the strategy asks it for scores
     if s.isolate:
         from searchcore.engine.isolate import IsolatedRunner
 
@@ -75,12 +77,14 @@ def _search(cfg: Any, s: Settings, name: str, threads: int, storage_url: str, tr
     directions = runner.directions
     source = sampler_source(cfg, s)
     dims = runner.space.dimensions
-    first = make_sampler(cfg.sampler, cfg.seed, directions, host, source=source, dimensions=dims, epochs=cfg.epochs)  # a bad name fails first
+    first = make_sampler(cfg.sampler, cfg.seed, directions, host, source=source, dimensions=dims, epochs=cfg.epochs,
+                         scorer=scorer)  # a bad name fails first
     # a strategy may come as a sampler with its own pruner (multi-fidelity evolution screens, then promotes)
     pruner = getattr(first, "pruner", None) or make_pruner(cfg.pruner, cfg.epochs, len(directions) > 1)
     study = ob.create_or_load(name, storage_url, directions, first, pruner)
     # A resumed search or another worker must not replay the same seeded sequence: offset the seed.
-    study.sampler = make_sampler(cfg.sampler, ob.worker_seed(cfg.seed, study, 0), directions, host, dimensions=dims, epochs=cfg.epochs)
+    study.sampler = make_sampler(cfg.sampler, ob.worker_seed(cfg.seed, study, 0), directions, host, dimensions=dims, epochs=cfg.epochs,
+                                 scorer=scorer)
     if ATTR_CONFIG not in study.user_attrs:
         study.set_user_attr(ATTR_CONFIG, cfg.as_dict())
         study.set_user_attr(ATTR_SPACE, cfg.text)
@@ -104,11 +108,13 @@ def _search(cfg: Any, s: Settings, name: str, threads: int, storage_url: str, tr
         raise
     finally:
         progress.close()
+        charge_study(study, scorer, _process_key())  # the zero-cost screening this process did, charged
     tracker.flush()
     result = SearchResult(name, mask_url(storage_url), tracking_uri, parent, runner.names, directions, stopped_reason=stats.stopped_reason)
     result.counts = state_counts(study)
     result.best = best_architectures(study, runner.names, top=s.top)
     result.baseline = baseline_architecture(study, runner)
+    result.zero_cost = study_cost(study.user_attrs)  # every worker's screening, this process's included
     finish_search(result, runner, tracker, parent, cfg, s, name,
                   report=None if report is None else lambda: report(study, runner, tracker, parent, result))
     result.seconds = time.time() - t0
@@ -146,21 +152,33 @@ def join_study(storage_url: str, name: str, threads: int | None, tracking_uri: s
     host = get_host()
     set_threads(threads)
     runner = prepare(cfg, host, threads)
+    scorer = make_scorer(cfg, runner)
     if isolate:
         from searchcore.engine.isolate import IsolatedRunner
 
         runner = IsolatedRunner(runner)
-    sampler = make_sampler(cfg.sampler, cfg.seed, runner.directions, host, dimensions=runner.space.dimensions, epochs=cfg.epochs)
+    sampler = make_sampler(cfg.sampler, cfg.seed, runner.directions, host, dimensions=runner.space.dimensions, epochs=cfg.epochs,
+                           scorer=scorer)
     pruner = getattr(sampler, "pruner", None) or make_pruner(cfg.pruner, cfg.epochs, len(runner.directions) > 1)  # as the search's
     study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
     study.sampler = make_sampler(cfg.sampler, ob.worker_seed(cfg.seed, study, 1 + os.getpid() % 9973), runner.directions, host,
-                                 dimensions=runner.space.dimensions, epochs=cfg.epochs)
+                                 dimensions=runner.space.dimensions, epochs=cfg.epochs, scorer=scorer)
     tracking = tracking_uri or study.user_attrs.get(ATTR_TRACKING) or DEFAULT_TRACKING
     tracker = Tracker(tracking, experiment=name)
     budget = int(study.user_attrs.get("budget", cfg.trials))
-    stats = ob.work(study, storage_url, runner, budget, tracker, study.user_attrs.get(ATTR_PARENT), timeout=timeout)
+    try:
+        stats = ob.work(study, storage_url, runner, budget, tracker, study.user_attrs.get(ATTR_PARENT), timeout=timeout)
+    finally:
+        charge_study(study, scorer, _process_key())
     tracker.flush()
     return stats
+
+
+def _process_key() -> str:
+    """Which process scored: its charge is one study attribute of its own (host and pid)."""
+    from searchcore.engine.backends.storage import host_id
+
+    return f"{host_id()}:{os.getpid()}:{time.time_ns()}"
 
 
 def _preload_tracking(uri: str | None) -> None:

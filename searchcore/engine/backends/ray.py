@@ -268,6 +268,7 @@ def run_ray_search(cfg: Any, s: Any, t0: float) -> Any:
     from searchcore.engine.runner import prepare
     from searchcore.engine.samplers import make_sampler
     from searchcore.engine.settings import sampler_source
+    from searchcore.engine.zero_cost import make_scorer, scorer_cost
     from searchcore.plugins.host import get_host
     from searchcore.track.tracking import DEFAULT_TRACKING, Tracker, mask_url
 
@@ -280,8 +281,9 @@ def run_ray_search(cfg: Any, s: Any, t0: float) -> Any:
     host = get_host()
     runner = prepare(cfg, host, threads)  # the driver checks the space here and retrains the winner with it
     directions = runner.directions
+    scorer = make_scorer(cfg, runner)  # the sampler runs in this driver: it screens here, on the driver's CPU
     sampler = make_sampler(cfg.sampler, cfg.seed, directions, host, source=sampler_source(cfg, s), dimensions=runner.space.dimensions,
-                           epochs=cfg.epochs)
+                           epochs=cfg.epochs, scorer=scorer)
     root = Path(s.ray_storage or DEFAULT_RAY_STORAGE).expanduser().resolve()
     experiment = root / name
     if s.resume and not experiment.is_dir():
@@ -321,6 +323,7 @@ def run_ray_search(cfg: Any, s: Any, t0: float) -> Any:
         result.counts[key] = result.counts.get(key, 0) + 1
     result.best = best_trials(trials, runner, directions, top=getattr(s, "top", 5))
     result.baseline = next(iter(best_trials([t for t in trials if runner.is_baseline(t.params)], runner, directions, top=1)), None)
+    result.zero_cost = scorer_cost(scorer)
     finish_search(result, runner, tracker, parent, cfg, s, name)
     result.seconds = time.time() - t0
     trace("search end")
