@@ -150,7 +150,7 @@ class TestConformance(PluginConformance):
 
 
 @needs_table
-def test_evaluator_reports_the_12_epoch_score_first_then_the_full_one(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_evaluator_reports_the_12_epoch_validation_score_first_then_the_full_one(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(nb.TABLE_ENV, raising=False)
     arch = nb.arch_str(BEST_KNOWN)
     with TABLE.open() as f:
@@ -158,7 +158,8 @@ def test_evaluator_reports_the_12_epoch_score_first_then_the_full_one(monkeypatc
     reports: list[tuple[int, dict]] = []
     config = {"plugins": {"nasbench201": {"table": str(TABLE)}}}
     got = nb.evaluate(spec_for(BEST_KNOWN), config, lambda epoch, metrics: reports.append((epoch, metrics)))
-    assert reports == [(12, {"val_accuracy": pytest.approx(float(row["cifar10_test_acc_12ep"]) / 100)})]
+    assert reports == [(12, {"val_accuracy": pytest.approx(float(row["cifar10_valid_acc_12ep"]) / 100)})]
+    assert float(row["cifar10_valid_acc_12ep"]) != float(row["cifar10_test_acc_12ep"])  # the honest column, not the test one
     assert got["val_accuracy"] == pytest.approx(float(row["cifar10_valid_acc"]) / 100)
     assert got["test_accuracy"] == pytest.approx(float(row["cifar10_test_acc"]) / 100)
     assert got["params"] == pytest.approx(float(row["params_M"]) * 1e6)
@@ -194,6 +195,41 @@ def test_evaluator_errors_are_one_line_naming_the_path_and_columns(
             nb.evaluate(spec, {"plugins": {"nasbench201": {"table": str(path)}}}, lambda *a: None)
         message = str(err.value)
         assert "\n" not in message and str(path) in message and "cifar10_test_acc_12ep" in message
+
+
+def write_table(path: Path, rows: list[tuple[list[str], str]]) -> Path:
+    """A small table: one row per (ops, naswot cell text), made-up accuracies that differ per column."""
+    lines = [",".join(nb.COLUMNS)]
+    for i, (ops, naswot) in enumerate(rows):
+        lines.append(f"{i},{nb.arch_str(ops)},1.5,{90 + i},{91 + i},{80 + i},{70 + i},{naswot}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_small_table_reads_the_honest_fidelity_and_naswot_and_tolerates_a_missing_score(tmp_path: Path) -> None:
+    other = ["nor_conv_1x1"] * 6
+    table = write_table(tmp_path / "small.csv", [(BEST_KNOWN, "-250.5"), (other, "")])
+    config = {"plugins": {"nasbench201": {"table": str(table)}}}
+    reports: list[tuple[int, dict]] = []
+    got = nb.evaluate(spec_for(other), config, lambda epoch, metrics: reports.append((epoch, metrics)))
+    assert reports == [(12, {"val_accuracy": pytest.approx(0.71)})]  # valid_12ep, not test_12ep (0.81)
+    assert got == {"val_accuracy": pytest.approx(0.91), "test_accuracy": pytest.approx(0.92), "params": pytest.approx(1.5e6)}
+    assert nb.zero_cost(spec_for(BEST_KNOWN), config) == {"naswot": pytest.approx(-250.5)}
+    assert nb.zero_cost(spec_for(other), config) == {}  # not scored: no score, no error
+    assert nb.load_table(table)[nb.arch_str(other)].naswot is None
+    with pytest.raises(UsageError, match="no row"):
+        nb.zero_cost(spec_for(["none"] * 6), config)
+
+
+@needs_table
+def test_zero_cost_lookup_on_the_real_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(nb.TABLE_ENV, str(TABLE))
+    arch = nb.arch_str(BEST_KNOWN)
+    with TABLE.open() as f:
+        row = next(r for r in csv.DictReader(f) if r["arch_str"] == arch)
+    assert nb.zero_cost(spec_for(BEST_KNOWN), None) == {"naswot": pytest.approx(float(row["naswot_score"]))}
+    missing = sum(e.naswot is None for e in nb.load_table(TABLE).values())
+    assert 0 < missing < 1000  # the README: 341 cells the authors did not score
 
 
 def test_evaluator_refuses_specs_without_one_repeated_cell() -> None:
