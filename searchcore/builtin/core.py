@@ -117,11 +117,22 @@ def _mf_evolution(seed: int, multi_objective: bool, epochs: int | None = None) -
     return sampler
 
 
+def _zc_evolution(seed: int, multi_objective: bool, scorer: Any = None, epochs: int | None = None) -> Any:
+    """Zero-cost first: a proxy (``scorer``) picks which candidates to screen, evolution learns from the
+    screening scores, and ``.pruner`` promotes only the screening's best to full training."""
+    from searchcore.engine.strategies import zero_cost_evolution
+
+    sampler, pruner = zero_cost_evolution(scorer=scorer, seed=seed, max_step=epochs if epochs and epochs > 1 else None)
+    sampler.pruner = pruner
+    return sampler
+
+
 @hookimpl
 def searchcore_samplers(register: Callable[..., None]) -> None:
     register("tpe", _tpe)
     register("evolution", _evolution)
     register("mf-evolution", _mf_evolution)
+    register("zc-evolution", _zc_evolution)
     register("random", _random)
     register("nsga2", _nsga2)
     register("grid", _grid)

@@ -9,8 +9,12 @@ from searchcore.errors import UsageError
 
 
 def make_sampler(name: str, seed: int, directions: list[str], host: Any, source: str = "--sampler", dimensions: list | None = None,
-                 epochs: int | None = None) -> Any:
-    """A sampler from the plugins' catalog; ``auto`` is TPE for one objective, NSGA-II for several."""
+                 epochs: int | None = None, scorer: Any = None) -> Any:
+    """A sampler from the plugins' catalog; ``auto`` is TPE for one objective, NSGA-II for several.
+
+    ``scorer`` (a zero-cost proxy: full params dict -> score or None, its cost charged by the caller)
+    goes only to factories that accept it; the others never see it.
+    """
     import inspect
 
     multi = len(directions) > 1
@@ -20,7 +24,8 @@ def make_sampler(name: str, seed: int, directions: list[str], host: Any, source:
     if name not in samplers:
         raise UsageError(f"{source}: unknown sampler {name!r}; available: auto, {', '.join(sorted(samplers))}")
     factory = samplers[name]
-    offered = {"seed": seed, "multi_objective": multi, "dimensions": list(dimensions or []), "epochs": epochs}
+    offered = {"seed": seed, "multi_objective": multi, "dimensions": list(dimensions or []), "epochs": epochs,
+               "scorer": scorer}
     accepted = inspect.signature(factory).parameters
     return factory(**{k: v for k, v in offered.items() if k in accepted})
 
