@@ -547,13 +547,13 @@ class ZeroCostEvolutionSampler(EvolutionSampler):
         scorer: Scorer | None = None,
         seed: int | None = None,
         start: int = 16,
-        group: int = 8,
+        group: int = 16,
         children: int = 8,
         population_size: int = 16,
         tournament_size: int = 4,
         max_attempts: int = 64,
-        parents: int = 0,
-        proxy_feature: bool = False,
+        parents: int = 1,
+        proxy_feature: bool = True,
         ridge: float = 1.0,
         pool: int = 0,
     ) -> None:
@@ -763,11 +763,11 @@ class ZeroCostEvolutionSampler(EvolutionSampler):
         mu, sd = X[:, 1:].mean(0), X[:, 1:].std(0) + 1e-12
         X[:, 1:] = (X[:, 1:] - mu) / sd
         ym = y.mean()
-        reg = self.ridge * np.eye(X.shape[1])
-        reg[0, 0] = 0.0
-        w = np.linalg.solve(X.T @ X + reg, X.T @ (y - ym))
         C = np.array([self._features(study, c, space, names, use_proxy) for c in pool])
         C[:, 1:] = (C[:, 1:] - mu) / sd
+        reg = self.ridge * np.eye(X.shape[1])
+        reg[0, 0] = 0.0  # the intercept is not shrunk
+        w = np.linalg.solve(X.T @ X + reg, X.T @ (y - ym))
         pred = C @ w
         best = float(pred.max())
         top = [i for i in range(len(pool)) if pred[i] >= best - 1e-12]
@@ -858,8 +858,8 @@ def zero_cost_evolution(
     seed: int | None = None,
     max_step: int | None = None,
     rung_step: int | None = None,
-    first: float = 2.0,
-    every: float = 1.0,
+    first: float = 3.0,
+    every: float = 0.5,
     **options: Any,
 ) -> tuple[ZeroCostEvolutionSampler, ScheduledPromotionPruner]:
     """The ``zc-evolution`` strategy: :class:`ZeroCostEvolutionSampler` and a promotion pruner at the first report.
