@@ -529,17 +529,22 @@ class ZeroCostEvolutionSampler(EvolutionSampler):
 
     * start-up: ``start`` candidates, each the proxy's best of ``group`` random configurations
       (a tournament, not the global top-k, which keeps the start diverse and off the proxy's
-      blind spots);
-    * then regularised evolution on what training measured (screened trials count by their
-      early score, see :func:`fitness_key`): a tournament picks a parent, ``children`` distinct
-      unseen one-parameter mutations are scored by the proxy and the best one is trained;
-    * the proxy is trusted only while it agrees with training: when the rank correlation between
-      proxy and measured scores over the study's trials is not positive, children are drawn at
-      random instead (plain evolution).
+      blind spots: NASWOT's very top cells are mediocre);
+    * then local search guided by what was measured: every unseen one-parameter neighbour of the
+      ``parents`` best trials so far (screened trials count by their early score, see
+      :func:`fitness_key`) is rated by a ridge model fitted to the measured scores, on one-hot
+      parameters plus the proxy's rank (``proxy_feature``), and the best-rated one is trained.
+      The model learns from every score, so it weighs the proxy as far as the proxy agreed with
+      training and smooths the noise of a single short run;
+    * when a neighbourhood is exhausted (or with several objectives, or ``parents=0``): regularised
+      evolution whose children are pre-filtered by the proxy while its rank correlation with the
+      measured scores is positive, drawn at random otherwise;
+    * with a :class:`ScheduledPromotionPruner` as ``.pruner`` (see :func:`zero_cost_evolution`), when
+      a promotion is due it re-proposes the best screened configuration not yet trained in full.
 
-    Without a scorer (or for configurations it cannot score) it is plain evolution with a random
-    start. The caller charges the proxy's cost; the sampler only decides how many candidates it
-    scores, and never scores one twice.
+    Without a scorer (or for configurations it cannot score) the proxy plays no part and the rest
+    works as described. The caller charges the proxy's cost; the sampler only decides how many
+    candidates it scores, and never scores one twice.
     """
 
     def __init__(
@@ -862,12 +867,13 @@ def zero_cost_evolution(
     every: float = 0.5,
     **options: Any,
 ) -> tuple[ZeroCostEvolutionSampler, ScheduledPromotionPruner]:
-    """The ``zc-evolution`` strategy: :class:`ZeroCostEvolutionSampler` and a promotion pruner at the first report.
+    """The ``zc-evolution`` strategy: :class:`ZeroCostEvolutionSampler` and its :class:`ScheduledPromotionPruner`.
 
-    Full training is the dear step, so the pruner waits until ``min_trials`` candidates were
-    screened (default: twice the cost ratio, so that screening has had at least as much budget
-    as one full training before the first is spent) and then promotes the screening's best
-    ``1/eta`` only, eta being that cost ratio (full steps over the screening step; 16 if unknown).
+    Full training is the dear step and a short one ranks well enough to find the good region, so
+    screening gets ``first`` full trainings' worth of budget before the first promotion, and one
+    promotion follows every ``every`` trainings' worth of further screenings (about two thirds of a
+    long search's budget then goes to full training, where the final choice among the short runs'
+    best is made). ``max_step`` is the full training's last step (the trial's epochs).
     """
     sampler = ZeroCostEvolutionSampler(scorer=scorer, seed=seed, **options)
     pruner = ScheduledPromotionPruner(first=first, every=every, max_step=max_step, rung_step=rung_step)
