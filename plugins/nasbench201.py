@@ -9,7 +9,10 @@ so strategies can be compared on thousands of searches in minutes.
 
 Strategies that suit this space are searchcore's own samplers ``evolution`` and ``mf-evolution``
 (evolution plus a promotion pruner on the 12-epoch score; give the space ``budget: {epochs: 200}``
-so it screens at 12 of 200 epochs and trains the best 1/16 fully); see :mod:`searchcore.engine.strategies`.
+so it screens at 12 of 200 epochs and trains the best 1/16 fully), and ``zc-evolution``, which also
+asks a zero-cost proxy before screening: :func:`zero_cost` gives the table's NASWOT score for its
+scorer; see :mod:`searchcore.engine.strategies`. The cheap fidelity is the 12-epoch VALIDATION
+accuracy; the 12-epoch test accuracy is read for the record only.
 """
 
 from __future__ import annotations

@@ -3,13 +3,14 @@ plugin registers the strategies in :mod:`searchcore.engine.strategies`), a prune
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from searchcore.errors import UsageError
 
 
 def make_sampler(name: str, seed: int, directions: list[str], host: Any, source: str = "--sampler", dimensions: list | None = None,
-                 epochs: int | None = None, scorer: Any = None) -> Any:
+                 epochs: int | None = None, scorer: Callable[[dict[str, Any]], float | None] | None = None) -> Any:
     """A sampler from the plugins' catalog; ``auto`` is TPE for one objective, NSGA-II for several.
 
     ``scorer`` (a zero-cost proxy: full params dict -> score or None, its cost charged by the caller)
