@@ -113,7 +113,7 @@ DESCRIPTIONS = {
     "evolution": "regularised evolution, P=20, S=5, no repeats",
     "mf-tpe": "multivariate TPE, no repeats + promotion pruner (top 1/16 at 12 epochs)",
     "mf-evolution": "evolution + promotion pruner (top 1/16 at 12 epochs)",
-    BEST: "zero-cost first: NASWOT picks what to screen at 12 epochs, evolution on those scores, few promoted",
+    BEST: "zero-cost first: NASWOT-filtered start, ridge-model local search on the 12-epoch scores, scheduled promotion",
     "default": "searchcore's default strategy (sampler auto and its pruner, as `searchcore search` resolves them)",
 }
 PRESETS = {
