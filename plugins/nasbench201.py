@@ -9,7 +9,10 @@ so strategies can be compared on thousands of searches in minutes.
 
 Strategies that suit this space are searchcore's own samplers ``evolution`` and ``mf-evolution``
 (evolution plus a promotion pruner on the 12-epoch score; give the space ``budget: {epochs: 200}``
-so it screens at 12 of 200 epochs and trains the best 1/16 fully); see :mod:`searchcore.engine.strategies`.
+so it screens at 12 of 200 epochs and trains the best 1/16 fully), and ``zc-evolution``, which also
+asks a zero-cost proxy before screening: :func:`zero_cost` gives the table's NASWOT score for its
+scorer; see :mod:`searchcore.engine.strategies`. The cheap fidelity is the 12-epoch VALIDATION
+accuracy; the 12-epoch test accuracy is read for the record only.
 """
 
 from __future__ import annotations
@@ -39,7 +42,16 @@ LASTACT = f"{PLUGIN}.lastact"
 # The benchmark's ResNet cell (x + conv3x3(conv3x3(x))): the backbone's cell before any search.
 DEFAULT_OPS = ("nor_conv_3x3", "none", "nor_conv_3x3", "skip_connect", "none", "skip_connect")
 TABLE_ENV = "SEARCHCORE_NB201_TABLE"
-COLUMNS = ("index", "arch_str", "params_M", "cifar10_valid_acc", "cifar10_test_acc", "cifar10_test_acc_12ep")
+COLUMNS = (
+    "index",
+    "arch_str",
+    "params_M",
+    "cifar10_valid_acc",
+    "cifar10_test_acc",
+    "cifar10_test_acc_12ep",
+    "cifar10_valid_acc_12ep",
+    "naswot_score",
+)
 LOW_FIDELITY_EPOCHS = 12
 FULL_EPOCHS = 200
 
@@ -295,7 +307,9 @@ class Entry:
     params_m: float
     valid_acc: float
     test_acc: float
-    test_acc_12ep: float
+    test_acc_12ep: float  # for reporting only: screening by it would peek at the test set
+    valid_acc_12ep: float  # the honest cheap fidelity
+    naswot: float | None  # NASWOT zero-cost score; None where the table has none
 
 
 _TABLES: dict[tuple[str, int, int], dict[str, Entry]] = {}
@@ -310,6 +324,12 @@ def table_path(config: Any = None) -> Path:
     if not path:
         raise UsageError(f"NAS-Bench-201 table not set: give plugins.{PLUGIN}.table in the space file or ${TABLE_ENV}")
     return Path(path)
+
+
+def _optional_float(text: str | None) -> float | None:
+    """An empty cell is a score the benchmark's authors did not measure, not an error."""
+    text = (text or "").strip()
+    return float(text) if text else None
 
 
 def load_table(path: str | Path) -> dict[str, Entry]:
@@ -339,6 +359,8 @@ def load_table(path: str | Path) -> dict[str, Entry]:
                         float(row["cifar10_valid_acc"]),
                         float(row["cifar10_test_acc"]),
                         float(row["cifar10_test_acc_12ep"]),
+                        float(row["cifar10_valid_acc_12ep"]),
+                        _optional_float(row["naswot_score"]),
                     )
                 except (TypeError, ValueError) as e:
                     raise UsageError(f"NAS-Bench-201 table {p}: line {reader.line_num}: {e}; {expected}") from None
@@ -363,18 +385,31 @@ def lookup(table: dict[str, Entry], ops: Sequence[str], source: str = "table") -
 def evaluate(spec: dict, config: Any, report: Callable[[int, dict[str, float]], None]) -> dict[str, float]:
     """Score a spec's cell from the table, as a training run would report it.
 
-    First ``report(12, {"val_accuracy": ...})`` with the 12-epoch score (the cheap fidelity, where
-    a pruner may stop the trial), then the 200-epoch validation accuracy as the result. The test
-    accuracy is returned for the record only; nothing may choose by it.
+    First ``report(12, {"val_accuracy": ...})`` with the 12-epoch VALIDATION accuracy (the cheap
+    fidelity, where a pruner may stop the trial; the 12-epoch test accuracy would let it peek at the
+    test set), then the 200-epoch validation accuracy as the result. The test accuracy is returned
+    for the record only; nothing may choose by it.
     """
     path = table_path(config)
     entry = lookup(load_table(path), spec_ops(spec), str(path))
-    report(LOW_FIDELITY_EPOCHS, {"val_accuracy": entry.test_acc_12ep / 100.0})
+    report(LOW_FIDELITY_EPOCHS, {"val_accuracy": entry.valid_acc_12ep / 100.0})
     return {
         "val_accuracy": entry.valid_acc / 100.0,
         "test_accuracy": entry.test_acc / 100.0,
         "params": entry.params_m * 1e6,
     }
+
+
+def zero_cost(spec: dict, config: Any) -> dict[str, float]:
+    """The cell's zero-cost scores from the table: ``{"naswot": score}``, empty where the table has none.
+
+    A zero-cost proxy scores an untrained network in about a second, so a search can rank many
+    cells before training any; the table holds the published NASWOT score, so a search on the
+    benchmark pays a lookup instead of computing it (the caller charges its cost).
+    """
+    path = table_path(config)
+    entry = lookup(load_table(path), spec_ops(spec), str(path))
+    return {} if entry.naswot is None else {"naswot": entry.naswot}
 
 
 @hookimpl

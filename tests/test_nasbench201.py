@@ -21,7 +21,16 @@ from torch.nn import functional as F
 
 from searchcore.arch.build import CORE_BLOCKS, build
 from searchcore.authoring.testing import PluginConformance
-from searchcore.engine.strategies import EvolutionSampler, NoRepeatSampler, PromotionPruner, param_key
+from searchcore.engine.strategies import (
+    EvolutionSampler,
+    NoRepeatSampler,
+    PromotionPruner,
+    ScheduledPromotionPruner,
+    ZeroCostEvolutionSampler,
+    param_key,
+    spearman,
+    zero_cost_evolution,
+)
 from searchcore.errors import SpecError, UsageError
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -150,7 +159,7 @@ class TestConformance(PluginConformance):
 
 
 @needs_table
-def test_evaluator_reports_the_12_epoch_score_first_then_the_full_one(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_evaluator_reports_the_12_epoch_validation_score_first_then_the_full_one(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(nb.TABLE_ENV, raising=False)
     arch = nb.arch_str(BEST_KNOWN)
     with TABLE.open() as f:
@@ -158,7 +167,8 @@ def test_evaluator_reports_the_12_epoch_score_first_then_the_full_one(monkeypatc
     reports: list[tuple[int, dict]] = []
     config = {"plugins": {"nasbench201": {"table": str(TABLE)}}}
     got = nb.evaluate(spec_for(BEST_KNOWN), config, lambda epoch, metrics: reports.append((epoch, metrics)))
-    assert reports == [(12, {"val_accuracy": pytest.approx(float(row["cifar10_test_acc_12ep"]) / 100)})]
+    assert reports == [(12, {"val_accuracy": pytest.approx(float(row["cifar10_valid_acc_12ep"]) / 100)})]
+    assert float(row["cifar10_valid_acc_12ep"]) != float(row["cifar10_test_acc_12ep"])  # the honest column, not the test one
     assert got["val_accuracy"] == pytest.approx(float(row["cifar10_valid_acc"]) / 100)
     assert got["test_accuracy"] == pytest.approx(float(row["cifar10_test_acc"]) / 100)
     assert got["params"] == pytest.approx(float(row["params_M"]) * 1e6)
@@ -194,6 +204,41 @@ def test_evaluator_errors_are_one_line_naming_the_path_and_columns(
             nb.evaluate(spec, {"plugins": {"nasbench201": {"table": str(path)}}}, lambda *a: None)
         message = str(err.value)
         assert "\n" not in message and str(path) in message and "cifar10_test_acc_12ep" in message
+
+
+def write_table(path: Path, rows: list[tuple[list[str], str]]) -> Path:
+    """A small table: one row per (ops, naswot cell text), made-up accuracies that differ per column."""
+    lines = [",".join(nb.COLUMNS)]
+    for i, (ops, naswot) in enumerate(rows):
+        lines.append(f"{i},{nb.arch_str(ops)},1.5,{90 + i},{91 + i},{80 + i},{70 + i},{naswot}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_small_table_reads_the_honest_fidelity_and_naswot_and_tolerates_a_missing_score(tmp_path: Path) -> None:
+    other = ["nor_conv_1x1"] * 6
+    table = write_table(tmp_path / "small.csv", [(BEST_KNOWN, "-250.5"), (other, "")])
+    config = {"plugins": {"nasbench201": {"table": str(table)}}}
+    reports: list[tuple[int, dict]] = []
+    got = nb.evaluate(spec_for(other), config, lambda epoch, metrics: reports.append((epoch, metrics)))
+    assert reports == [(12, {"val_accuracy": pytest.approx(0.71)})]  # valid_12ep, not test_12ep (0.81)
+    assert got == {"val_accuracy": pytest.approx(0.91), "test_accuracy": pytest.approx(0.92), "params": pytest.approx(1.5e6)}
+    assert nb.zero_cost(spec_for(BEST_KNOWN), config) == {"naswot": pytest.approx(-250.5)}
+    assert nb.zero_cost(spec_for(other), config) == {}  # not scored: no score, no error
+    assert nb.load_table(table)[nb.arch_str(other)].naswot is None
+    with pytest.raises(UsageError, match="no row"):
+        nb.zero_cost(spec_for(["none"] * 6), config)
+
+
+@needs_table
+def test_zero_cost_lookup_on_the_real_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(nb.TABLE_ENV, str(TABLE))
+    arch = nb.arch_str(BEST_KNOWN)
+    with TABLE.open() as f:
+        row = next(r for r in csv.DictReader(f) if r["arch_str"] == arch)
+    assert nb.zero_cost(spec_for(BEST_KNOWN), None) == {"naswot": pytest.approx(float(row["naswot_score"]))}
+    missing = sum(e.naswot is None for e in nb.load_table(TABLE).values())
+    assert 0 < missing < 1000  # the README: 341 cells the authors did not score
 
 
 def test_evaluator_refuses_specs_without_one_repeated_cell() -> None:
@@ -255,6 +300,108 @@ def test_evolution_handles_numbers_conditions_and_several_objectives() -> None:
     assert any(t.params["kind"] == "big" for t in study.trials[6:])
 
 
+def test_spearman_is_a_rank_correlation() -> None:
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 1000]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert spearman([1, 1, 1], [1, 2, 3]) == 0.0 and spearman([1, 2], [1, 2]) == 0.0
+
+
+def toy_proxy(params: dict) -> float | None:
+    """A noisy-free proxy of :func:`toy` that cannot score configurations starting with 'd'."""
+    return None if params["x0"] == "d" else float(sum("abcd".index(v) for v in params.values()))
+
+
+@pytest.mark.parametrize("with_scorer", [True, False])
+def test_zero_cost_evolution_never_repeats_scores_full_dicts_once_and_works_without_a_proxy(with_scorer: bool) -> None:
+    asked: list[dict] = []
+
+    def scorer(params: dict) -> float | None:
+        asked.append(dict(params))
+        return toy_proxy(params)
+
+    sampler = ZeroCostEvolutionSampler(scorer=scorer if with_scorer else None, seed=0, start=6, population_size=6)
+    study = run_study(sampler, 40)
+    names = sorted(study.trials[0].params)
+    keys = [param_key(t.params, names) for t in study.trials]
+    assert len(set(keys)) == len(keys)
+    assert study.best_value >= 9.0  # 9.3 is the optimum of 64
+    if with_scorer:
+        assert asked and all(sorted(p) == names for p in asked)  # every dimension, every time
+        assert len({param_key(p, names) for p in asked}) == len(asked) == sampler.scored_count  # never twice
+    else:
+        assert asked == [] and sampler.scored_count == 0
+
+
+def test_zero_cost_evolution_follows_a_good_proxy_in_its_start() -> None:
+    def start_mean(scorer) -> float:
+        values = []
+        for seed in range(5):
+            study = run_study(ZeroCostEvolutionSampler(scorer=scorer, seed=seed, start=8, group=8, population_size=8), 8)
+            values += [t.value for t in study.trials[1:]]  # the first trial is drawn before the space is known
+        return sum(values) / len(values)
+
+    assert start_mean(toy_proxy) > start_mean(None) + 1.0
+
+
+def screened_study(pruner: ScheduledPromotionPruner, scores: list[tuple[str, float]]) -> optuna.Study:
+    """Trials over one parameter, each reporting its score at step 12; continued ones complete with 10x it."""
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    for x, score in scores:
+        study.enqueue_trial({"x": x})
+        trial = study.ask()
+        trial.suggest_categorical("x", list("abcdefghij"))
+        trial.report(score, 12)
+        if trial.should_prune():
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            study.tell(trial, 10 * score)
+    return study
+
+
+def test_scheduled_promotion_waits_then_promotes_the_best_screened_configuration() -> None:
+    # 200-step trials screened at 12: one full training is worth 200/12 screenings; first after 1, then every 0.5
+    pruner = ScheduledPromotionPruner(first=1.0, every=0.5, max_step=200)
+    scores = [(x, v) for x, v in zip("abcdefghij", [0.1, 0.9, 0.2, 0.3, 0.4, 0.5, 0.6, 0.1, 0.2, 0.3])]
+    # 17 screenings before the first promotion is due; then only the best screened configuration ("b") may go on
+    study = screened_study(pruner, scores + scores + [("b", 0.9), ("c", 0.2)])
+    states = [t.state for t in study.trials]
+    assert all(s == optuna.trial.TrialState.PRUNED for s in states[:20])  # "b" at 11 came too early, "h".."j" too low
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert [t.number for t in complete] == [20] and complete[0].params == {"x": "b"}
+    assert states[21] == optuna.trial.TrialState.PRUNED  # the next is due only after 0.5 more trainings' worth
+
+
+def test_zero_cost_sampler_re_proposes_what_the_schedule_promotes() -> None:
+    sampler, pruner = zero_cost_evolution(scorer=toy_proxy, seed=0, max_step=200, first=1.0, every=0.5)
+    study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
+    for _ in range(40):
+        trial = study.ask()
+        value = toy(trial)
+        trial.report(value, 12)
+        if trial.should_prune():
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            study.tell(trial, value)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert complete, "a promotion was due after 17 screenings"
+    first = complete[0]
+    earlier = [t for t in pruned if t.number < first.number]
+    assert first.value == max(t.intermediate_values[12] for t in earlier)  # the best screened so far
+    assert any(t.params == first.params for t in earlier)  # a repeat of a screened configuration
+
+
+def test_make_sampler_offers_the_scorer_only_to_factories_that_take_it() -> None:
+    from searchcore.engine.samplers import make_sampler
+    from searchcore.plugins.host import get_host
+
+    zc = make_sampler("zc-evolution", 0, ["maximize"], get_host(), epochs=200, scorer=toy_proxy)
+    assert isinstance(zc, ZeroCostEvolutionSampler) and zc.scorer is toy_proxy
+    assert isinstance(zc.pruner, ScheduledPromotionPruner) and zc.pruner.max_step == 200
+    assert make_sampler("zc-evolution", 0, ["maximize"], get_host()).scorer is None
+    assert make_sampler("tpe", 0, ["maximize"], get_host(), scorer=toy_proxy) is not None
+
+
 def test_no_repeat_wrapper_keeps_tpe_from_repeating() -> None:
     study = run_study(NoRepeatSampler(optuna.samplers.TPESampler(seed=0, n_startup_trials=5), seed=0), 40)
     names = sorted(study.trials[0].params)
@@ -301,18 +448,29 @@ def nb201(monkeypatch: pytest.MonkeyPatch):
 
 
 @needs_table
-@pytest.mark.parametrize("strategy", ["random", "mf-evolution"])
+@pytest.mark.parametrize("strategy", ["random", "mf-evolution", "zc-evolution"])
 def test_benchmark_charges_every_lookup_the_strategy_sees(strategy: str, nb201) -> None:
     got = nb201.search(strategy, 0, [4.0], TABLE)
     assert got["spent"] <= 4.0 + 1e-9
-    assert got["spent"] == pytest.approx(got["screened"] * 12 / 200 + got["full"])
+    assert got["spent"] == pytest.approx(got["screened"] * 12 / 200 + got["full"] + got["proxy"] * 0.0005)
+    assert (got["proxy"] > 0) == (strategy == "zc-evolution")
     if strategy == "random":
         assert (got["screened"], got["full"], got["trials"]) == (0, 4, 4)
     else:
         assert got["screened"] == got["trials"]  # every trial is screened first, promoted ones pay 1 + 12/200
         assert got["spent"] > 4.0 - 1.0 - 12 / 200  # it stops only when no full lookup fits any more
     result = got["budgets"]["4"]
-    assert result["full"] == got["full"] and (result["test"] is None) == (got["full"] == 0)
+    assert result["full"] == got["full"]
+    assert (result["test"] is None) == (got["full"] == 0 and got["screened"] == 0)
+    assert result["fidelity"] == ("full" if got["full"] else "12 epochs")
+
+
+@needs_table
+def test_benchmark_reports_the_best_by_validation_at_the_highest_fidelity_reached(nb201) -> None:
+    got = nb201.search("zc-evolution", 1, [0.5, 10.0], TABLE)
+    low, high = got["budgets"]["0.5"], got["budgets"]["10"]
+    assert low["fidelity"] == "12 epochs" and low["full"] == 0 and low["test"] is not None
+    assert high["fidelity"] == "full" and high["full"] >= 1
 
 
 def test_ledger_refuses_a_lookup_that_would_overrun(nb201) -> None:

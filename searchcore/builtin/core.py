@@ -124,11 +124,27 @@ def _mf_evolution(seed: int, multi_objective: bool, epochs: int | None = None) -
     return sampler
 
 
+def _zc_evolution(
+    seed: int,
+    multi_objective: bool,
+    scorer: Callable[[dict[str, Any]], float | None] | None = None,
+    epochs: int | None = None,
+) -> Any:
+    """Zero-cost first: a proxy (``scorer``, full params dict -> score or None; the caller charges its
+    cost) picks what to screen, a model of the screening scores picks what to screen next, and
+    ``.pruner`` (the host pairs it with the sampler) promotes only the screening's best to full training."""
+    from searchcore.engine.strategies import zero_cost_evolution
+
+    sampler, _ = zero_cost_evolution(scorer=scorer, seed=seed, max_step=epochs if epochs and epochs > 1 else None)
+    return sampler  # zero_cost_evolution set sampler.pruner
+
+
 @hookimpl
 def searchcore_samplers(register: Callable[..., None]) -> None:
     register("tpe", _tpe)
     register("evolution", _evolution)
     register("mf-evolution", _mf_evolution)
+    register("zc-evolution", _zc_evolution)
     register("random", _random)
     register("nsga2", _nsga2)
     register("grid", _grid)

@@ -486,3 +486,396 @@ def multi_fidelity_tpe(
     """Optuna's multivariate TPE that never repeats itself, plus the promotion pruner."""
     tpe = optuna.samplers.TPESampler(seed=seed, multivariate=True)
     return NoRepeatSampler(tpe, seed=seed), PromotionPruner(eta=eta, rung_step=rung_step)
+
+
+# --- zero-cost first -------------------------------------------------------------------------------
+
+Scorer = Callable[[dict[str, Any]], "float | None"]
+
+
+def _ranks(values: Sequence[float]) -> list[float]:
+    """Average ranks (ties share their mean rank), for a rank correlation without numpy or scipy."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2.0
+        i = j + 1
+    return ranks
+
+
+def spearman(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """Spearman's rank correlation; 0 when either side is constant or there are fewer than 3 pairs."""
+    if len(xs) < 3 or len(xs) != len(ys):
+        return 0.0
+    rx, ry = _ranks(xs), _ranks(ys)
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    vx = sum((a - mx) ** 2 for a in rx)
+    vy = sum((b - my) ** 2 for b in ry)
+    return cov / math.sqrt(vx * vy) if vx > 0 and vy > 0 else 0.0
+
+
+class ZeroCostEvolutionSampler(EvolutionSampler):
+    """Evolution that asks a zero-cost proxy before it spends a training on a candidate (``zc-evolution``).
+
+    A proxy (NASWOT, SynFlow, ...) scores an untrained network in about a second, hundreds of times
+    cheaper than even a short training, but it ranks networks only roughly and is least reliable at
+    its very top. So it is used to filter, never to decide:
+
+    * start-up: ``start`` candidates, each the proxy's best of ``group`` random configurations
+      (a tournament, not the global top-k, which keeps the start diverse and off the proxy's
+      blind spots: NASWOT's very top cells are mediocre);
+    * then local search guided by what was measured: every unseen one-parameter neighbour of the
+      ``parents`` best trials so far (screened trials count by their early score, see
+      :func:`fitness_key`) is rated by a ridge model fitted to the measured scores, on one-hot
+      parameters plus the proxy's rank (``proxy_feature``), and the best-rated one is trained.
+      The model learns from every score, so it weighs the proxy as far as the proxy agreed with
+      training and smooths the noise of a single short run;
+    * when a neighbourhood is exhausted (or with several objectives, or ``parents=0``): regularised
+      evolution whose children are pre-filtered by the proxy while its rank correlation with the
+      measured scores is positive, drawn at random otherwise;
+    * with a :class:`ScheduledPromotionPruner` as ``.pruner`` (see :func:`zero_cost_evolution`), when
+      a promotion is due it re-proposes the best screened configuration not yet trained in full.
+
+    Without a scorer (or for configurations it cannot score) the proxy plays no part and the rest
+    works as described. The caller charges the proxy's cost; the sampler only decides how many
+    candidates it scores, and never scores one twice.
+    """
+
+    def __init__(
+        self,
+        scorer: Scorer | None = None,
+        seed: int | None = None,
+        start: int = 16,
+        group: int = 16,
+        children: int = 8,
+        population_size: int = 16,
+        tournament_size: int = 4,
+        max_attempts: int = 64,
+        parents: int = 1,
+        proxy_feature: bool = True,
+        ridge: float = 1.0,
+        pool: int = 0,
+    ) -> None:
+        super().__init__(population_size=population_size, tournament_size=tournament_size, seed=seed, max_attempts=max_attempts)
+        if start < 1 or group < 1 or children < 1:
+            raise ValueError("need start, group and children >= 1")
+        self.scorer = scorer
+        self.start, self.group, self.children = start, group, children
+        self.parents, self.proxy_feature, self.ridge, self.pool = parents, proxy_feature, ridge, pool
+        self._pools: dict[tuple[int, int], list[dict[str, Any]]] = {}
+        self._sorted_proxy: dict[tuple[int, int], tuple[list[float], int]] = {}
+        self._proxy: dict[tuple, float | None] = {}  # proxy score by (study ident, param key)
+        self.scored_count = 0  # proxy calls made (each one the caller paid for)
+
+    # -- the proxy --
+
+    def _score(self, study: Study, params: dict[str, Any], names: Sequence[str]) -> float | None:
+        key = (id(study._storage), study._study_id, param_key(params, names))
+        if key not in self._proxy:
+            value = None
+            if self.scorer is not None:
+                self.scored_count += 1
+                raw = self.scorer(dict(params))
+                value = None if raw is None or (isinstance(raw, float) and math.isnan(raw)) else float(raw)
+            self._proxy[key] = value
+        return self._proxy[key]
+
+    def proxy_trust(self, study: Study, names: Sequence[str]) -> float:
+        """Rank correlation of the proxy with the measured (screening) scores of the study's trials so far."""
+        signs = _signs(study)
+        xs, ys = [], []
+        for t in self._scored(study):
+            key = (id(study._storage), study._study_id, param_key(t.params, names))
+            proxy = self._proxy.get(key)
+            rv = rung_value(t, None)
+            measured = rv[1] if rv is not None else (t.values[0] if t.values else None)
+            if proxy is None or measured is None or len(signs) != 1:
+                continue
+            xs.append(proxy)
+            ys.append(signs[0] * _finite(measured))
+        return spearman(xs, ys)
+
+    def _best_by_proxy(self, study: Study, candidates: list[dict[str, Any]], names: Sequence[str]) -> dict[str, Any]:
+        scores = [self._score(study, c, names) for c in candidates]
+        ranked = [i for i in range(len(candidates)) if scores[i] is not None]
+        if not ranked:
+            return self._rng.choice(candidates)
+        return candidates[max(ranked, key=lambda i: scores[i])]
+
+    # -- proposals --
+
+    def _draw(self, study: Study, trial: FrozenTrial, space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        return {
+            n: self._rng.choice(d.choices) if isinstance(d, CategoricalDistribution)
+            else self._random.sample_independent(study, trial, n, d)
+            for n, d in space.items()
+        }
+
+    def sample_relative(
+        self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        if not search_space:
+            return {}
+        names = sorted(search_space)
+        seen = self._seen.keys(study, trial, names)
+        scored = self._scored(study)
+        if len(scored) < max(self.start, self.population_size) or len(scored) < self.tournament_size:
+            # start-up: the proxy's best of a random group, never a configuration already tried
+            group = []
+            for _ in range(self.group * 4):
+                c = self._draw(study, trial, search_space)
+                if param_key(c, names) not in seen and all(param_key(c, names) != param_key(g, names) for g in group):
+                    group.append(c)
+                if len(group) == self.group:
+                    break
+            return self._best_by_proxy(study, group or [self._draw(study, trial, search_space)], names)
+        promoter = getattr(self, "pruner", None)
+        if isinstance(promoter, ScheduledPromotionPruner) and len(_signs(study)) == 1:
+            screened, promoted, best, step = promotion_state(study, trial, promoter.rung_step, names)
+            if best and promoter.due(screened, promoted, step):
+                return dict(max(best.values(), key=lambda vp: vp[0])[1])  # promote the best not trained yet
+        if self.parents and len(_signs(study)) == 1:
+            chosen = self._surrogate_pick(study, trial, search_space, names, seen, scored)
+            if chosen is not None:
+                return chosen
+        population = scored[-self.population_size :]
+        parent = self._winner(self._rng.sample(population, self.tournament_size), study)
+        base = {n: parent.params[n] for n in names if n in parent.params}
+        missing = [n for n in names if n not in base]
+        for n in missing:
+            base[n] = self._random.sample_independent(study, trial, n, search_space[n])
+        mutable = sorted(n for n, d in parent.distributions.items() if not d.single())
+
+        def mutate(name: str, value: Any) -> Any:
+            return _mutate_value(self._rng, self._random, study, trial, name, search_space[name], value)
+
+        pool: list[dict[str, Any]] = []
+        keys: set[tuple] = set()
+        extra = None
+        for _ in range(self.children * 4):
+            child, extra = _novel(base, names, mutable, seen | keys, self._rng, mutate, self.max_attempts, force=not missing)
+            k = param_key(child, names)
+            if k in keys or k in seen:
+                continue
+            pool.append(child)
+            keys.add(k)
+            if extra is not None or len(pool) == self.children:
+                break
+        if not pool:
+            pool = [child]
+        if self.scorer is not None and len(pool) > 1 and self.proxy_trust(study, names) > 0:
+            chosen = self._best_by_proxy(study, pool, names)
+        else:
+            chosen = self._rng.choice(pool)
+        self._parents[self._trial_ident(study, trial)] = (dict(parent.params), extra)
+        return chosen
+
+
+    def _features(
+        self, study: Study, params: dict[str, Any], space: dict[str, BaseDistribution], names: Sequence[str], proxy: bool
+    ) -> list[float]:
+        row: list[float] = [1.0]
+        for n in names:
+            d, v = space[n], params.get(n)
+            if isinstance(d, CategoricalDistribution):
+                row.extend(1.0 if v == c else 0.0 for c in d.choices)
+            else:
+                lo, hi = float(getattr(d, "low", 0.0)), float(getattr(d, "high", 1.0))
+                row.append((float(v) - lo) / (hi - lo) if v is not None and hi > lo else 0.0)
+        if proxy:
+            key = (id(study._storage), study._study_id, param_key(params, names))
+            row.append(self._percentile(study, self._proxy.get(key)))
+        return row
+
+    def _percentile(self, study: Study, value: float | None) -> float:
+        """A proxy score as its rank among every score this study's proxy gave (0..1; 0.5 when unknown).
+
+        Proxies are only ordinal, and heavy-tailed (NASWOT spans six orders of magnitude), so a
+        model reads their rank, never their value.
+        """
+        if value is None:
+            return 0.5
+        ident = (id(study._storage), study._study_id)
+        cache = self._sorted_proxy
+        if cache.get(ident, (None, -1))[1] != len(self._proxy):
+            values = sorted(v for k, v in self._proxy.items() if k[:2] == ident and v is not None)
+            cache[ident] = (values, len(self._proxy))
+        values = cache[ident][0]
+        import bisect
+
+        return (bisect.bisect_left(values, value) + bisect.bisect_right(values, value)) / (2.0 * max(1, len(values)))
+
+    def _surrogate_pick(
+        self,
+        study: Study,
+        trial: FrozenTrial,
+        space: dict[str, BaseDistribution],
+        names: list[str],
+        seen: set[tuple],
+        scored: list[FrozenTrial],
+    ) -> dict[str, Any] | None:
+        """The unseen neighbour of the best trials that a ridge model of the measured scores rates highest."""
+        import numpy as np
+
+        sign = _signs(study)[0]
+        train = [t for t in scored if all(n in t.params for n in names)]
+        if len(train) < 4:
+            return None
+        ranked = sorted(train, key=lambda t: self._keys[self._trial_ident(study, t)], reverse=True)
+        cands: dict[tuple, dict[str, Any]] = {}
+        for t in ranked[: self.parents]:
+            for n in names:
+                d = space[n]
+                values = [c for c in d.choices if c != t.params[n]] if isinstance(d, CategoricalDistribution) else [
+                    self._random.sample_independent(study, trial, n, d) for _ in range(4)]
+                for v in values:
+                    c = {m: t.params[m] for m in names}
+                    c[n] = v
+                    k = param_key(c, names)
+                    if k not in seen:
+                        cands[k] = c
+        if self.pool:
+            ident = (id(study._storage), study._study_id)
+            if ident not in self._pools:
+                self._pools[ident] = [self._draw(study, trial, space) for _ in range(self.pool)]
+            for c in self._pools[ident]:
+                k = param_key(c, names)
+                if k not in seen:
+                    cands[k] = c
+        if not cands:
+            return None
+        pool = list(cands.values())
+        use_proxy = self.proxy_feature and self.scorer is not None
+        if use_proxy:
+            for c in pool:
+                self._score(study, c, names)
+        ys = []
+        for t in train:
+            rv = rung_value(t, None)
+            ys.append(sign * _finite(rv[1] if rv is not None else t.values[0]))
+        y = np.array(ys)
+        ok = np.isfinite(y)
+        X = np.array([self._features(study, t.params, space, names, use_proxy) for t in train])[ok]
+        y = y[ok]
+        if len(y) < 4:
+            return None
+        mu, sd = X[:, 1:].mean(0), X[:, 1:].std(0) + 1e-12
+        X[:, 1:] = (X[:, 1:] - mu) / sd
+        ym = y.mean()
+        C = np.array([self._features(study, c, space, names, use_proxy) for c in pool])
+        C[:, 1:] = (C[:, 1:] - mu) / sd
+        reg = self.ridge * np.eye(X.shape[1])
+        reg[0, 0] = 0.0  # the intercept is not shrunk
+        w = np.linalg.solve(X.T @ X + reg, X.T @ (y - ym))
+        pred = C @ w
+        best = float(pred.max())
+        top = [i for i in range(len(pool)) if pred[i] >= best - 1e-12]
+        return pool[self._rng.choice(top)]
+
+
+Promotion = tuple[int, int, dict[tuple, tuple[float, dict[str, Any]]], int | None]
+
+
+def promotion_state(study: Study, trial: FrozenTrial | None, rung_step: int | None, names: Sequence[str]) -> Promotion:
+    """``(screened, promoted, best, step)``: trials that reached the rung (``trial`` not counted), trials that
+    went past it or completed, per configuration never completed its best rung score (sign-adjusted) and
+    params, and the rung's step (None before any report)."""
+    sign = _signs(study)[0]
+    screened = promoted = 0
+    step = None
+    best: dict[tuple, tuple[float, dict[str, Any]]] = {}
+    completed: set[tuple] = set()
+    for t in study.get_trials(deepcopy=False):
+        if trial is not None and t.number == trial.number:
+            continue
+        rv = rung_value(t, rung_step)
+        key = param_key(t.params, names)
+        if t.state == TrialState.COMPLETE:
+            completed.add(key)
+            promoted += 1
+        elif rv is not None and t.state == TrialState.RUNNING and t.last_step is not None and t.last_step > rv[0]:
+            completed.add(key)  # promoted, still training
+            promoted += 1
+        if rv is None:
+            continue
+        screened += 1
+        step = rv[0]
+        value = sign * _finite(rv[1])
+        if key not in best or value > best[key][0]:
+            best[key] = (value, dict(t.params))
+    return screened, promoted, {k: v for k, v in best.items() if k not in completed}, step
+
+
+class ScheduledPromotionPruner(BasePruner):
+    """Screen every trial at the first report; promote the best configuration not yet trained, on a schedule.
+
+    The first promotion comes once screening has cost ``first`` full trainings and one more after
+    every ``every`` full trainings' worth of further screenings (a screening costs the rung step over
+    ``max_step``; 1/16 when ``max_step`` is not given), so full training never takes more than its
+    planned share of the budget however many trials run. A promotion goes to the best screened configuration that was not
+    trained in full yet: a trial continues past the rung only when it is that configuration (its
+    sampler re-proposes it; :class:`ZeroCostEvolutionSampler` does), or scores at least as well.
+    A plain :class:`PromotionPruner` can only promote the trial at hand, so the best of the early
+    screenings, which arrived before any promotion was due, would never be trained in full.
+    """
+
+    def __init__(
+        self, first: float = 2.0, every: float = 1.0, max_step: int | None = None, rung_step: int | None = None
+    ) -> None:
+        if first <= 0 or every <= 0:
+            raise ValueError("need first > 0 and every > 0")
+        self.first, self.every, self.max_step, self.rung_step = first, every, max_step, rung_step
+
+    def due(self, screened: int, promoted: int, step: int | None) -> bool:
+        """Whether the schedule has a promotion free after ``screened`` screenings and ``promoted`` promotions."""
+        ratio = self.max_step / step if self.max_step and step else 16.0  # screenings per full training
+        return screened >= ratio * (self.first + self.every * promoted) - 1e-9
+
+    def prune(self, study: Study, trial: FrozenTrial) -> bool:
+        if len(study.directions) > 1:
+            return False
+        mine = rung_value(trial, self.rung_step)
+        if mine is None or trial.last_step != mine[0]:
+            return False  # not at the rung yet, or past it (decided then)
+        names = sorted(trial.params)
+        screened, promoted, best, _ = promotion_state(study, trial, self.rung_step, names)
+        key = param_key(trial.params, names)
+        if key not in best and any(
+            t.state == TrialState.COMPLETE and param_key(t.params, names) == key
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        ):
+            return True  # trained in full already: its result is known
+        if not self.due(screened, promoted, mine[0]):
+            return True
+        value = _signs(study)[0] * _finite(mine[1])
+        top = max((v for v, _ in best.values()), default=-math.inf)
+        return value < top
+
+
+def zero_cost_evolution(
+    scorer: Scorer | None = None,
+    seed: int | None = None,
+    max_step: int | None = None,
+    rung_step: int | None = None,
+    first: float = 3.0,
+    every: float = 0.5,
+    **options: Any,
+) -> tuple[ZeroCostEvolutionSampler, ScheduledPromotionPruner]:
+    """The ``zc-evolution`` strategy: :class:`ZeroCostEvolutionSampler` and its :class:`ScheduledPromotionPruner`.
+
+    Full training is the dear step and a short one ranks well enough to find the good region, so
+    screening gets ``first`` full trainings' worth of budget before the first promotion, and one
+    promotion follows every ``every`` trainings' worth of further screenings (about two thirds of a
+    long search's budget then goes to full training, where the final choice among the short runs'
+    best is made). ``max_step`` is the full training's last step (the trial's epochs).
+    """
+    sampler = ZeroCostEvolutionSampler(scorer=scorer, seed=seed, **options)
+    pruner = ScheduledPromotionPruner(first=first, every=every, max_step=max_step, rung_step=rung_step)
+    sampler.pruner = pruner  # the sampler proposes the configuration the schedule promotes next
+    return sampler, pruner
