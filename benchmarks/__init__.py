@@ -497,6 +497,9 @@ def train_test_evaluator(spec: dict, config: Any, report: Callable[[int, dict[st
             "params": float(param_count(model)), "epochs": float(len(result.history))}
 
 
+train_test_evaluator.trains = True  # type: ignore[attr-defined]  # it trains: a zero-cost first rung saves epochs here too
+
+
 @hookimpl
 def searchcore_samplers(register: Callable[..., None]) -> None:
     register("replay", _replay_factory)

@@ -128,9 +128,12 @@ def check_proxies(names: list[str], host: Any, source: str) -> list[str]:
 
 def make_scorer(cfg: Any, runner: Any) -> ZeroCostScorer | None:
     """The search's scorer, or None when ``search.zero_cost`` is ``none`` or the trials are not trained
-    (an evaluator looks results up: nothing to save by screening)."""
+    (an evaluator that looks results up has nothing to save by screening; one that trains says so with
+    an attribute ``trains = True``, as the benchmarks' ``train-test`` does)."""
     names = list(getattr(cfg, "zero_cost", [DEFAULT_PROXY]))
-    if not names or getattr(cfg, "evaluator", "train") != "train":
+    evaluator = getattr(runner, "evaluator", None)
+    trains = getattr(cfg, "evaluator", "train") == "train" or getattr(evaluator, "trains", False)
+    if not names or not trains:
         return None
     check_proxies(names, runner.host, cfg.source)
     return ZeroCostScorer(runner.space, runner.host, names, splits=runner.splits, seed=cfg.seed)
