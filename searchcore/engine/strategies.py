@@ -64,6 +64,17 @@ def rung_value(trial: FrozenTrial, rung_step: int | None) -> tuple[int, float] |
     return steps[0], trial.intermediate_values[steps[0]]
 
 
+def at_rung(study: Study, trial: FrozenTrial, rung_step: int | None) -> tuple[int, float] | None:
+    """The trial's (step, value) when its latest report is its screening rung in a one-objective study;
+    None before the rung, after it (decided then) or with several objectives (never pruned)."""
+    if len(study.directions) > 1:
+        return None
+    mine = rung_value(trial, rung_step)
+    if mine is None or trial.last_step != mine[0]:
+        return None
+    return mine
+
+
 def fitness_key(trial: FrozenTrial, signs: Sequence[float]) -> Key | None:
     """A single-objective sort key, larger is better, comparable across fidelities.
 
@@ -419,11 +430,9 @@ class PromotionPruner(BasePruner):
         self._complete: list[dict[str, Any]] = []
 
     def prune(self, study: Study, trial: FrozenTrial) -> bool:
-        if len(study.directions) > 1:
+        mine = at_rung(study, trial, self.rung_step)
+        if mine is None:
             return False
-        mine = rung_value(trial, self.rung_step)
-        if mine is None or trial.last_step != mine[0]:
-            return False  # not at the rung yet, or past it (decided then)
         sign = _signs(study)[0]
         value = sign * _finite(mine[1])
         names = tuple(sorted(trial.params))
@@ -838,11 +847,9 @@ class ScheduledPromotionPruner(BasePruner):
         return screened >= ratio * (self.first + self.every * promoted) - 1e-9
 
     def prune(self, study: Study, trial: FrozenTrial) -> bool:
-        if len(study.directions) > 1:
+        mine = at_rung(study, trial, self.rung_step)
+        if mine is None:
             return False
-        mine = rung_value(trial, self.rung_step)
-        if mine is None or trial.last_step != mine[0]:
-            return False  # not at the rung yet, or past it (decided then)
         names = sorted(trial.params)
         screened, promoted, best, _ = promotion_state(study, trial, self.rung_step, names)
         key = param_key(trial.params, names)
