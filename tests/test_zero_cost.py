@@ -164,8 +164,11 @@ def test_the_scorer_scores_params_through_the_trials_path_and_counts_its_cost(sp
     assert score == proxies.naswot(build(space.spec(off), get_host().blocks(), seed=0), scorer.inputs())
     wide = scorer({**params_for(space, **{"widthdepth.width": 2.0, "kernel.s1": 5, "attention.s3": "se"}), "unused.param": 1})
     assert isinstance(wide, float) and wide != score
-    assert scorer({"kernel.s1": 3}) is None  # missing params: not scorable, not a failure of the search
-    assert scorer.candidates == 3 and scorer.failed == 1 and scorer.seconds > 0
+    # a candidate naming only some dimensions (Optuna's relative space leaves out conditional ones) is
+    # scored as the network with the others at their off values
+    assert scorer({"kernel.s1": 5}) == scorer({**off, "kernel.s1": 5}) != score
+    assert scorer({"kernel.s1": 99}) is None  # a value the space refuses: not scorable, not a failure of the search
+    assert scorer.candidates == 5 and scorer.failed == 1 and scorer.seconds > 0
     again = ZeroCostScorer(space, get_host(), ["naswot"], splits=digits, seed=0)
     assert again(off) == score  # deterministic: same seed, same batch, same score
     restored = pickle.loads(pickle.dumps(scorer))  # a Ray searcher checkpoint pickles its sampler

@@ -67,7 +67,7 @@ class ZeroCostScorer:
         from searchcore.arch.build import build
         from searchcore.space.dimensions import ParamsTrial
 
-        used = self.space.sample(ParamsTrial(params, "zero-cost params"))  # only the active dimensions, as a trial
+        used = self.space.sample(ParamsTrial(complete(self.space.dimensions, params), "zero-cost params"))  # active ones, as a trial
         spec = self.space.spec(used)
         if self._registry is None:
             self._registry = self.host.blocks()
@@ -98,6 +98,18 @@ class ZeroCostScorer:
     def cost(self) -> dict[str, float]:
         """What scoring has cost so far, as recorded on the study and the parent run."""
         return {"seconds": round(self.seconds, 6), "candidates": self.candidates, "failed": self.failed}
+
+
+def complete(dimensions: list[Any], params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` with every active dimension it lacks at its ``off`` value. A sampler's candidate often
+    names only the dimensions every trial has (Optuna's relative search space leaves out conditional
+    ones such as ``attention.s1.reduction``, sampled later); the candidate is scored as the network it
+    would be with those at their defaults, instead of not at all."""
+    filled: dict[str, Any] = {}
+    for d in dimensions:
+        if d.active(filled):
+            filled[d.name] = params.get(d.name, d.off)
+    return filled
 
 
 def _direction(scorer: Any) -> str:
