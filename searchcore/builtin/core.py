@@ -75,6 +75,15 @@ def _tpe(seed: int, multi_objective: bool) -> Any:
     return NoRepeatSampler(tpe, seed=seed, fill_independent=False)  # until a repeat, exactly TPE's proposals
 
 
+def _tpe_zc(seed: int, multi_objective: bool, dimensions: list | None = None,
+            scorer: Callable[[dict[str, Any]], float | None] | None = None) -> Any:
+    """searchcore's TPE whose 8 random start-up trials are each the zero-cost proxy's best of 8 random
+    configurations (``search.zero_cost``; see :class:`~searchcore.engine.strategies.ProxyStartSampler`)."""
+    from searchcore.engine.strategies import ProxyStartSampler
+
+    return ProxyStartSampler(_tpe(seed, multi_objective), scorer, dimensions or [], startup=8, group=8, seed=seed)
+
+
 def _random(seed: int, multi_objective: bool) -> Any:
     import optuna
 
@@ -142,6 +151,7 @@ def _zc_evolution(
 @hookimpl
 def searchcore_samplers(register: Callable[..., None]) -> None:
     register("tpe", _tpe)
+    register("tpe-zc", _tpe_zc)
     register("evolution", _evolution)
     register("mf-evolution", _mf_evolution)
     register("zc-evolution", _zc_evolution)

@@ -472,6 +472,92 @@ class PromotionPruner(BasePruner):
         return self._scores, {param_key(p, names) for p in self._complete if set(p) == wanted}
 
 
+# --- a proxy-chosen start-up ----------------------------------------------------------------------
+
+
+class _RandomTrial:
+    """Answers a space's questions at random (``searchcore.space.sample`` asks it): one full, valid
+    configuration, conditional dimensions included, without a study."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+
+    def suggest_categorical(self, name: str, choices: Any) -> Any:
+        return self.rng.choice(list(choices))
+
+    def suggest_int(self, name: str, low: int, high: int, step: int = 1, log: bool = False) -> int:
+        return self.rng.randrange(low, high + 1, step)
+
+    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False) -> float:
+        if step:
+            return low + step * self.rng.randrange(int(round((high - low) / step)) + 1)
+        if log:
+            return math.exp(self.rng.uniform(math.log(low), math.log(high)))
+        return self.rng.uniform(low, high)
+
+
+class ProxyStartSampler(BaseSampler):
+    """The wrapped sampler, except that each of its first ``startup`` trials is the zero-cost proxy's
+    best of ``group`` random configurations instead of one random draw.
+
+    A model-based sampler (TPE) starts with random trials to learn from; a proxy that ranks networks
+    even roughly makes those start-up trials better than random at a cost of ``group`` proxy calls
+    each (the caller charges them), and the sampler learns from them like any trial. Enqueued trials
+    (the baseline) keep their params. Without a scorer, or when no candidate could be scored, the
+    wrapped sampler decides alone.
+    """
+
+    def __init__(self, sampler: BaseSampler, scorer: Scorer | None, dimensions: Sequence[Any], startup: int = 8, group: int = 8,
+                 seed: int | None = None) -> None:
+        self._sampler, self.scorer, self.dimensions = sampler, scorer, list(dimensions)
+        self.startup, self.group = startup, group
+        self._rng = random.Random(seed)
+        self._plans: dict[tuple[int, int, int], dict[str, Any] | None] = {}
+
+    def __str__(self) -> str:
+        return str(self._sampler)  # the strategy is the wrapped sampler's; the start-up is its detail
+
+    def reseed_rng(self) -> None:
+        self._sampler.reseed_rng()
+        self._rng.seed()
+
+    def _plan(self, study: Study, trial: FrozenTrial) -> dict[str, Any] | None:
+        key = (id(study._storage), study._study_id, trial.number)
+        if key not in self._plans:
+            plan = None
+            if self.scorer is not None and trial.number < self.startup and "fixed_params" not in trial.system_attrs:
+                from searchcore.space import sample
+
+                candidates = [sample(_RandomTrial(self._rng), self.dimensions) for _ in range(self.group)]
+                scored = [(v, i) for i, c in enumerate(candidates) if (v := self.scorer(dict(c))) is not None and not math.isnan(v)]
+                plan = candidates[max(scored)[1]] if scored else None
+            self._plans = {k: v for k, v in self._plans.items() if k[2] > trial.number - 64}  # recent trials only
+            self._plans[key] = plan
+        return self._plans[key]
+
+    def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        if self._plan(study, trial) is not None:
+            return {}
+        return self._sampler.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        if self._plan(study, trial) is not None:
+            return {}
+        return self._sampler.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study: Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution) -> Any:
+        plan = self._plan(study, trial)
+        if plan is not None and param_name in plan and _compatible(param_distribution, plan[param_name]):
+            return plan[param_name]
+        return self._sampler.sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study: Study, trial: FrozenTrial) -> None:
+        self._sampler.before_trial(study, trial)
+
+    def after_trial(self, study: Study, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None) -> None:
+        self._sampler.after_trial(study, trial, state, values)
+
+
 # --- ready-made strategies ----------------------------------------------------------------------
 
 
