@@ -19,7 +19,7 @@ def add_commands(sub: Any, types: dict[str, Any]) -> None:
     sp.add_argument("--trials", type=pi, help="total trial budget of the search (across restarts)")
     sp.add_argument("--timeout", type=pf, help="stop starting trials after this many seconds")
     sp.add_argument("--epochs", type=pi, help="epochs per trial")
-    sp.add_argument("--sampler", help="auto (TPE; NSGA-II for several objectives), tpe, random, nsga2, grid, or one a plugin adds")
+    sp.add_argument("--sampler", help="auto (tpe-zc: TPE whose start-up trials a zero-cost proxy picks; NSGA-II for several objectives), tpe, random, nsga2, evolution, mf-evolution, zc-evolution, grid, or one a plugin adds")
     sp.add_argument("--pruner", choices=["hyperband", "median", "successive_halving", "none"])
     sp.add_argument("--workers", type=pi, default=1, help="worker processes on this machine")
     sp.add_argument("--storage", help="study storage URL (default: sqlite:///searchcore.db here)")
