@@ -81,7 +81,8 @@ def searchcore_default(seed: int, scorer: Scorer | None = None) -> tuple[optuna.
     from searchcore.plugins.host import get_host
 
     cfg = SpaceConfig(source="(defaults)", text="")
-    sampler = make_sampler(cfg.sampler, seed, ["maximize"], get_host(), epochs=nb.FULL_EPOCHS, scorer=scorer)
+    dims = nb.searchcore_dimensions(base=nb.backbone([3, 32, 32], 10, {}), options={})
+    sampler = make_sampler(cfg.sampler, seed, ["maximize"], get_host(), dimensions=dims, epochs=nb.FULL_EPOCHS, scorer=scorer)
     return sampler, getattr(sampler, "pruner", None) or make_pruner(cfg.pruner, nb.FULL_EPOCHS, False)
 
 

@@ -104,3 +104,50 @@ def test_the_default_tpe_never_repeats_itself_after_its_start_up() -> None:
     assert repeats_after_start_up(make_sampler("tpe", 0, ["maximize"], get_host())) == 0
     plain = optuna.samplers.TPESampler(seed=0, multivariate=True, group=True, n_startup_trials=8)
     assert repeats_after_start_up(plain) > 0  # what it prevents: TPE alone re-proposes what it already evaluated
+
+
+def test_tpe_zc_start_up_trials_are_the_proxys_picks_then_tpe_decides(small_space: Path) -> None:
+    """The default strategy (sampler auto, one objective): each start-up trial is the proxy's best of 8
+    random configurations of the real space (conditional dimensions included); the enqueued baseline
+    keeps its params; after the start-up TPE proposes alone and the proxy is not asked again."""
+    from searchcore.engine.config import load_space
+    from searchcore.engine.runner import prepare
+    from searchcore.engine.strategies import ProxyStartSampler
+    from searchcore.space import sample
+
+    runner = prepare(load_space(small_space), get_host(), 1)
+    asked: list[dict] = []
+
+    def likes_se(params: dict) -> float:  # a proxy that likes the SE attention blocks
+        return float(sum(v == "se" for v in params.values()))
+
+    def scorer(params: dict) -> float:
+        asked.append(params)
+        return likes_se(params)
+
+    sampler = make_sampler("auto", 0, ["maximize"], get_host(), dimensions=runner.space.dimensions, scorer=scorer)
+    assert isinstance(sampler, ProxyStartSampler) and str(sampler) == "NoRepeat(TPESampler)"
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    study.enqueue_trial(runner.baseline_params)
+    chosen = []
+    for _ in range(12):
+        trial = study.ask()
+        params = sample(trial, runner.space.dimensions)
+        chosen.append(params)
+        study.tell(trial, float(len(params)))
+    assert runner.is_baseline(chosen[0])
+    assert len(asked) == 8 * 7  # trials 1-7, eight candidates each; none for the baseline or after the start-up
+    for k, params in enumerate(chosen[1:8]):
+        group = asked[8 * k: 8 * (k + 1)]
+        assert params == max(group, key=likes_se)  # the proxy's pick of its group, conditional params included
+
+
+def test_without_a_scorer_tpe_zc_is_tpe() -> None:
+    plain = make_sampler("tpe", 3, ["maximize"], get_host())
+    zc = make_sampler("tpe-zc", 3, ["maximize"], get_host(), scorer=None)
+    values = []
+    for sampler in (plain, zc):
+        study = optuna.create_study(direction="maximize", sampler=sampler)
+        study.optimize(lambda t: -(t.suggest_float("x", -2, 2) - 1) ** 2, n_trials=12)
+        values.append([t.params["x"] for t in study.trials])
+    assert values[0] == values[1]

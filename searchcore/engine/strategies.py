@@ -525,12 +525,12 @@ class ProxyStartSampler(BaseSampler):
         key = (id(study._storage), study._study_id, trial.number)
         if key not in self._plans:
             plan = None
-            if self.scorer is not None and trial.number < self.startup and "fixed_params" not in trial.system_attrs:
+            if self.scorer is not None and self.dimensions and trial.number < self.startup and "fixed_params" not in trial.system_attrs:
                 from searchcore.space import sample
 
                 candidates = [sample(_RandomTrial(self._rng), self.dimensions) for _ in range(self.group)]
                 scored = [(v, i) for i, c in enumerate(candidates) if (v := self.scorer(dict(c))) is not None and not math.isnan(v)]
-                plan = candidates[max(scored)[1]] if scored else None
+                plan = candidates[max(scored, key=lambda vi: vi[0])[1]] if scored else None  # the first of equals
             self._plans = {k: v for k, v in self._plans.items() if k[2] > trial.number - 64}  # recent trials only
             self._plans[key] = plan
         return self._plans[key]
