@@ -14,27 +14,12 @@ from typing import Any
 
 import optuna
 
+from searchcore.engine.strategies import RandomTrial
 from searchcore.plugins.hookspecs import hookimpl
 from searchcore.space.dimensions import sample
 
 SCREENED = 3
 CALLS: list[dict[str, Any]] = []
-
-
-class _RandomChoices:
-    """A trial-like object that draws every dimension uniformly: a candidate to screen."""
-
-    def __init__(self, rng: random.Random) -> None:
-        self.rng = rng
-
-    def suggest_categorical(self, name: str, choices: Any) -> Any:
-        return self.rng.choice(list(choices))
-
-    def suggest_int(self, name: str, low: int, high: int, step: int = 1, log: bool = False) -> int:
-        return self.rng.randrange(low, high + 1, step)
-
-    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False) -> float:
-        return self.rng.uniform(low, high)
 
 
 class ScreeningSampler(optuna.samplers.RandomSampler):
@@ -49,7 +34,7 @@ class ScreeningSampler(optuna.samplers.RandomSampler):
 
     def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         super().before_trial(study, trial)
-        candidates = [sample(_RandomChoices(self.rng), self.dimensions) for _ in range(SCREENED)]
+        candidates = [sample(RandomTrial(self.rng), self.dimensions) for _ in range(SCREENED)]
         scores = [self.scorer(c) if self.scorer is not None else None for c in candidates]
         self.scores.extend(scores)
         ranked = sorted(zip(scores, range(SCREENED)), key=lambda si: float("-inf") if si[0] is None else si[0], reverse=True)

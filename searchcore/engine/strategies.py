@@ -475,7 +475,7 @@ class PromotionPruner(BasePruner):
 # --- a proxy-chosen start-up ----------------------------------------------------------------------
 
 
-class _RandomTrial:
+class RandomTrial:
     """Answers a space's questions at random (``searchcore.space.sample`` asks it): one full, valid
     configuration, conditional dimensions included, without a study."""
 
@@ -528,7 +528,7 @@ class ProxyStartSampler(BaseSampler):
             if self.scorer is not None and self.dimensions and trial.number < self.startup and "fixed_params" not in trial.system_attrs:
                 from searchcore.space import sample
 
-                candidates = [sample(_RandomTrial(self._rng), self.dimensions) for _ in range(self.group)]
+                candidates = [sample(RandomTrial(self._rng), self.dimensions) for _ in range(self.group)]
                 scored = [(v, i) for i, c in enumerate(candidates) if (v := self.scorer(dict(c))) is not None and not math.isnan(v)]
                 plan = candidates[max(scored, key=lambda vi: vi[0])[1]] if scored else None  # the first of equals
             self._plans = {k: v for k, v in self._plans.items() if k[2] > trial.number - 64}  # recent trials only
