@@ -126,7 +126,7 @@ def test_tpe_zc_start_up_trials_are_the_proxys_picks_then_tpe_decides(small_spac
         return likes_se(params)
 
     sampler = make_sampler("auto", 0, ["maximize"], get_host(), dimensions=runner.space.dimensions, scorer=scorer)
-    assert isinstance(sampler, ProxyStartSampler) and str(sampler) == "NoRepeat(TPESampler)"
+    assert isinstance(sampler, ProxyStartSampler) and str(sampler) == "ZeroCostStart(NoRepeat(TPESampler))"
     study = optuna.create_study(direction="maximize", sampler=sampler)
     study.enqueue_trial(runner.baseline_params)
     chosen = []

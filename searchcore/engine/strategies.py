@@ -515,7 +515,7 @@ class ProxyStartSampler(BaseSampler):
         self._plans: dict[tuple[int, int, int], dict[str, Any] | None] = {}
 
     def __str__(self) -> str:
-        return str(self._sampler)  # the strategy is the wrapped sampler's; the start-up is its detail
+        return f"ZeroCostStart({self._sampler})"  # what the parent run's "sampler" param shows
 
     def reseed_rng(self) -> None:
         self._sampler.reseed_rng()
