@@ -351,8 +351,6 @@ def best_architectures(study: Any, names: list[str], top: int = 5) -> list[Archi
     """Single objective: the top trials by value. Several: the Pareto front (Optuna's best_trials)."""
     import optuna
 
-    from searchcore.arch.spec import decode
-
     done = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)) if "spec" in t.user_attrs]
     if not done:
         return []
@@ -361,7 +359,14 @@ def best_architectures(study: Any, names: list[str], top: int = 5) -> list[Archi
     else:
         reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
         chosen = sorted(done, key=lambda t: (t.value, -t.number), reverse=reverse)[:top]
-    return [Architecture(t.number, decode(t.user_attrs["spec"]), dict(t.params), list(t.values), dict(t.user_attrs.get("metrics", {}))) for t in chosen]
+    return [_architecture(t) for t in chosen]
+
+
+def _architecture(t: Any) -> Architecture:
+    """A completed trial with its spec as the search reports it."""
+    from searchcore.arch.spec import decode
+
+    return Architecture(t.number, decode(t.user_attrs["spec"]), dict(t.params), list(t.values), dict(t.user_attrs.get("metrics", {})))
 
 
 def baseline_architecture(study: Any, runner: Any) -> Architecture | None:
@@ -369,11 +374,9 @@ def baseline_architecture(study: Any, runner: Any) -> Architecture | None:
     when it did not complete (or the study predates baseline trials)."""
     import optuna
 
-    from searchcore.arch.spec import decode
-
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
         if "spec" in t.user_attrs and runner.is_baseline(t.params):
-            return Architecture(t.number, decode(t.user_attrs["spec"]), dict(t.params), list(t.values), dict(t.user_attrs.get("metrics", {})))
+            return _architecture(t)
     return None
 
 
