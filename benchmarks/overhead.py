@@ -67,19 +67,21 @@ from benchmarks import (
 )
 
 STACKS = ("bare", "searchcore", "searchcore+profile", "searchcore+report", "searchcore-no-mlflow", "searchcore-ray", "optuna+mlflow", "ray-tune")
-TARGET_OPTUNA = 1.05
-TARGET_RAY = 1.2
+TARGET_OPTUNA = 1.05  # issue #17: the Optuna backend against the bare loop
+TARGET_RAY = 1.2  # warm workers, against the ideal (bare / concurrent trials)
+TARGET_RAY_E2E = 1.5  # end to end on an existing cluster, worker start-up included
 
-# (workloads, trials, epochs, stacks as (name, concurrency), profile the searchcore stack)
+# (workloads, trials, epochs, stacks as (name, concurrency[, trials: fewer for a slow peer]), profile the searchcore stack,
+# profile_trial: one trial's life on each backend, timed phase by phase)
 PRESETS: dict[str, dict[str, Any]] = {
-    "smoke": {"workloads": ["seed"], "trials": 2, "epochs": 1, "profile": True,
+    "smoke": {"workloads": ["seed"], "trials": 2, "epochs": 1, "profile": True, "profile_trial": ["optuna"],
               "stacks": [("bare", 1), ("searchcore", 1), ("searchcore+profile", 1), ("optuna+mlflow", 1), ("ray-tune", 2)]},
-    "quick": {"workloads": ["seed"], "trials": 10, "epochs": 5, "profile": False,
+    "quick": {"workloads": ["seed"], "trials": 10, "epochs": 5, "profile": False, "profile_trial": ["optuna", "ray"],
               "stacks": [("bare", 1), ("searchcore", 1), ("optuna+mlflow", 1), ("ray-tune", 2), ("searchcore-ray", 2),
                          ("bare", 1)]},
-    "full": {"workloads": ["seed", "sampled"], "trials": 20, "epochs": 5, "profile": True,
-             "stacks": [("bare", 1), ("searchcore", 1), ("searchcore+profile", 1), ("searchcore+report", 1), ("searchcore-no-mlflow", 1), ("optuna+mlflow", 1),
-                        ("ray-tune", 1), ("ray-tune", 2), ("searchcore-ray", 2), ("bare", 1)]},
+    "full": {"workloads": ["seed"], "trials": 100, "epochs": 5, "profile": False, "profile_trial": ["optuna", "ray"],
+             "stacks": [("bare", 1), ("searchcore", 1), ("searchcore-no-mlflow", 1), ("optuna+mlflow", 1),
+                        ("ray-tune", 2, 20), ("searchcore-ray", 2), ("searchcore", 1), ("bare", 1)]},
 }
 
 
@@ -427,8 +429,11 @@ def ray_head(num_cpus: int) -> Iterator[tuple[str, float]]:
     ray = str(Path(sys.executable).with_name("ray"))
     temp = f"/tmp/rsb{uuid.uuid4().hex[:8]}"  # short: Ray puts unix sockets under it
     port = free_port()
+    previous = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "token"  # ray start turns token auth on by default; the search then needs it too
     t0 = time.perf_counter()
     try:
+        subprocess.run([ray, "get-auth-token", "--generate"], check=True, capture_output=True, timeout=120)
         subprocess.run([ray, "start", "--head", "--port", str(port), "--node-ip-address", "127.0.0.1", "--num-cpus", str(num_cpus),
                         "--include-dashboard", "false", "--disable-usage-stats", "--temp-dir", temp],
                        check=True, capture_output=True, timeout=300)
@@ -436,6 +441,10 @@ def ray_head(num_cpus: int) -> Iterator[tuple[str, float]]:
     finally:
         _stop_processes(temp)
         subprocess.run(["rm", "-rf", temp], check=False)
+        if previous is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = previous
 
 
 def _stop_processes(marker: str) -> None:
@@ -575,24 +584,57 @@ def run(size: str, workdir: Path, log: Log) -> Section:
     section = Section("overhead", "1. Overhead vs. the limit and the usual stacks", size)
     n, epochs = preset["trials"], preset["epochs"]
     results: list[dict[str, Any]] = []
+    lives: list[dict[str, Any]] = []
     for workload in preset["workloads"]:
         replay = workdir / f"replay-{workload}.json"
         replay.parent.mkdir(parents=True, exist_ok=True)
         replay.write_text(json.dumps(fixed_params(workload, n)))
-        for i, (stack, conc) in enumerate(preset["stacks"]):
+        for i, (stack, conc, *fewer) in enumerate(preset["stacks"]):
+            trials = min([n, *fewer])
             profile = preset["profile"] and stack == "searchcore+profile"  # its own row: a profiled run is no figure to judge
-            args = ["--stack", stack, "--trials", str(n), "--epochs", str(epochs), "--concurrency", str(conc)] + (["--profile"] if profile else [])
-            log(f"  overhead: {workload} workload, {stack} x{conc} ({n} trials x {epochs} epochs)")
-            row: dict[str, Any] = {"workload": workload, "stack": stack, "concurrency": conc, "trials": n, "epochs": epochs, "order": i}
+            args = ["--stack", stack, "--trials", str(trials), "--epochs", str(epochs), "--concurrency", str(conc)] + (["--profile"] if profile else [])
+            log(f"  overhead: {workload} workload, {stack} x{conc} ({trials} trials x {epochs} epochs)")
+            row: dict[str, Any] = {"workload": workload, "stack": stack, "concurrency": conc, "trials": trials, "epochs": epochs, "order": i}
             try:
                 row.update(run_child("benchmarks.overhead", args, workdir / f"{workload}-{i}-{stack}", log, replay=replay))
             except (RuntimeError, OSError) as e:
                 row["error"] = str(e).splitlines()[0][:300] if "NotImplementedError" not in str(e) else "not available: " + _last_line(str(e))
                 log(f"    {row['error']}")
             results.append(row)
-    section.data = {"trials": n, "epochs": epochs, "results": results}
+        if workload == "seed":
+            for backend in preset["profile_trial"]:
+                log(f"  overhead: one trial's life, {backend} backend ({n} trials x {epochs} epochs, timed phases)")
+                try:
+                    lives.append(run_child("benchmarks.profile_trial", ["--backend", backend, "--trials", str(n), "--epochs", str(epochs)],
+                                           workdir / f"life-{backend}", log, replay=replay))
+                except (RuntimeError, OSError) as e:
+                    lives.append({"backend": backend, "error": str(e).splitlines()[0][:300]})
+                    log(f"    {lives[-1]['error']}")
+    section.data = {"trials": n, "epochs": epochs, "results": results, "trial_life": lives}
     _tables(section, results)
+    _life_tables(section, lives)
     return section
+
+
+def _life_tables(section: Section, lives: list[dict[str, Any]]) -> None:
+    """One trial's life per backend (benchmarks/profile_trial.py), phase by phase."""
+    from benchmarks.profile_trial import table_rows
+
+    for life in lives:
+        if "error" in life:
+            section.notes.append(f"one trial's life, {life['backend']} backend: {life['error']}")
+            continue
+        how = ("timers around each phase's function in a real run_search (SQLite study, MLflow on); exclusive times, so a phase "
+               "excludes the phases it calls; the MLflow writer runs on its own thread beside the loop (its wall time includes "
+               "waiting for the GIL)") if life["backend"] == "optuna" else (
+               "from the search's trace on an existing 2-CPU cluster, 2 concurrent trials, summed over both workers' trials; "
+               "checkpoints are made only where a scheduler acts on epochs (none here)")
+        section.tables.append(Table(
+            f"One trial's life, {life['backend']} backend ({life['trials']} seed-CNN trials x {life['epochs']} epochs; ms per trial)",
+            ["phase", "ms / trial", "kind"], table_rows(life),
+            f"How: {how}. kind: work = what the bare loop does too; per trial = searchcore's bookkeeping on the trial's path; "
+            "background = beside it; one-time = per search or per worker, shown per trial at this size.",
+        ))
 
 
 def _last_line(text: str) -> str:
@@ -605,14 +647,17 @@ def _tables(section: Section, results: list[dict[str, Any]]) -> None:
     for workload in dict.fromkeys(r["workload"] for r in results):
         rows = [r for r in results if r["workload"] == workload]
         bare = [r for r in rows if r["stack"] == "bare" and "wall" in r]
-        limit = min((r["wall"] for r in bare), default=None)
-        limit_cpu = min((r["cpu"] for r in bare), default=None)
+        # the limit per trial (bare: the fastest of its runs), times each stack's own trial count
+        per_trial = min((r["wall"] / r["trials"] for r in bare), default=None)
+        per_trial_cpu = min((r["cpu"] / r["trials"] for r in bare), default=None)
         table_rows = []
         for r in rows:
             if "wall" not in r:
                 table_rows.append([r["stack"], str(r["concurrency"]), "-", "-", "-", "-", "-", "-", r.get("error", "failed")])
                 continue
             n = r["trials"]
+            limit = per_trial * n if per_trial else None
+            limit_cpu = per_trial_cpu * n if per_trial_cpu else None
             ideal = limit / r["concurrency"] if limit else None
             ratio = r["wall"] / ideal if ideal else None
             cpu_ratio = r["cpu"] / limit_cpu if limit_cpu else None
@@ -660,29 +705,21 @@ def _tables(section: Section, results: list[dict[str, Any]]) -> None:
                                                        f"{r['ratio_vs_ideal']:.3f}x wall, {r['cpu_ratio_vs_bare']:.3f}x CPU",
                                                        r["ratio_vs_ideal"] <= TARGET_OPTUNA)
             if r["stack"] == "searchcore-ray" and workload == "seed":
-                # The verdict is on the steady state (warm, reused workers: what the target is about); the end-to-end
-                # figures, dominated at this size by one-time start-up, stand beside it.
+                # two verdicts (issue #17): warm workers (the per-trial cost), and the whole search on an existing
+                # cluster (worker start-up included); the private cluster's end to end stands in the table beside them
                 if r.get("steady_ratio_vs_ideal") is not None:
-                    beside = f"end to end {fmt_x(r.get('ratio_vs_ideal'))}"
-                    if r.get("existing_ratio_vs_ideal") is not None:
-                        beside += f", existing cluster {fmt_x(r['existing_ratio_vs_ideal'])}"
-                    targets["ray"] = Target("overhead: Ray backend, 2 concurrent (steady state, warm workers)",
-                                            f"<= {TARGET_RAY}x the ideal (bare / 2)",
-                                            f"{r['steady_ratio_vs_ideal']:.3f}x wall, {fmt_x(r.get('steady_cpu_ratio_vs_bare'))} CPU "
-                                            f"per trial ({workload}); {beside}",
-                                            r["steady_ratio_vs_ideal"] <= TARGET_RAY,
-                                            "basis: per-trial time on warm workers; the end-to-end figures include cluster and "
-                                            "worker start-up, a one-time cost of a few seconds")
-                    if r.get("ratio_vs_ideal") is not None:  # the same target on the whole search's wall time, judged too
-                        targets["ray-e2e"] = Target("overhead: Ray backend, 2 concurrent (end to end, cluster start included)",
-                                                    f"<= {TARGET_RAY}x the ideal (bare / 2)", f"{r['ratio_vs_ideal']:.3f}x ({workload})",
-                                                    r["ratio_vs_ideal"] <= TARGET_RAY)
-                elif r.get("ratio_vs_ideal") is not None:
-                    targets["ray"] = Target("overhead: Ray backend, 2 concurrent (end to end)", f"<= {TARGET_RAY}x the ideal (bare / 2)",
-                                            f"{r['ratio_vs_ideal']:.3f}x ({workload})", r["ratio_vs_ideal"] <= TARGET_RAY)
+                    targets["ray"] = Target("overhead: Ray backend, 2 concurrent, warm workers", f"<= {TARGET_RAY}x the ideal (bare / 2)",
+                                            f"{r['steady_ratio_vs_ideal']:.3f}x wall, {fmt_x(r.get('steady_cpu_ratio_vs_bare'))} CPU per trial",
+                                            r["steady_ratio_vs_ideal"] <= TARGET_RAY, "per trial once each worker has run its first")
                 else:
-                    targets["ray"] = Target("overhead: Ray backend, 2 concurrent", f"<= {TARGET_RAY}x the ideal (bare / 2)", "-", None,
-                                            r.get("error", ""))
+                    targets["ray"] = Target("overhead: Ray backend, 2 concurrent, warm workers", f"<= {TARGET_RAY}x the ideal (bare / 2)",
+                                            "-", None, r.get("error", "no steady state measured"))
+                existing = r.get("existing_ratio_vs_ideal")
+                targets["ray-existing"] = Target(
+                    "overhead: Ray backend, 2 concurrent, end to end on an existing cluster", f"<= {TARGET_RAY_E2E}x the ideal (bare / 2)",
+                    f"{existing:.3f}x ({r['trials']} trials; private cluster started inside the clock: {fmt_x(r.get('ratio_vs_ideal'))})"
+                    if existing is not None else "-",
+                    existing <= TARGET_RAY_E2E if existing is not None else None, "worker processes start inside the clock")
         profiled = next((r for r in rows if r["stack"].startswith("searchcore") and "profile" in r), None)
         if profiled is not None:
             prof, n = profiled["profile"], profiled["trials"]

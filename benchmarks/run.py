@@ -26,7 +26,7 @@ from typing import Any
 from benchmarks import SIZES, Section, Table, machine, write_json
 
 SECTIONS = ("overhead", "bookkeeping", "scaling", "quality", "nb201", "throughput")
-ISSUE = "#6"
+ISSUE = "#6, #17"
 
 
 def log(msg: str) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 
 from benchmarks import Log, Section, Table, Target, fmt_s, fmt_x, pick, run_child
 
-TARGET = 1.8
+TARGET = 1.9  # issue #17: 2 workers on 2 cores, steady state
 
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {"trials": 3, "epochs": 1, "configs": [("searchcore", 2), ("searchcore-ray", 2)]},

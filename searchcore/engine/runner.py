@@ -111,10 +111,22 @@ class TrialRunner:
             metrics[obj.name] = float(obj.fn(ctx))
         if "params" not in metrics:
             metrics["params"] = float(sum(p.numel() for p in model.parameters()))
+        if "macs" not in metrics:  # for MLflow's MACs column: one forward pass here beats a model built again after the search
+            metrics["macs"] = _macs(model, spec)
         for key, value in fitted.metrics.items():  # plugins' records (teacher_val_accuracy, sparsity ...)
             metrics.setdefault(key, value)
         del model, ctx, result, fitted
         return metrics
+
+
+def _macs(model: Any, spec: dict) -> float:
+    """MACs of the trained model (NaN where the forward pass cannot be counted: the trial still stands)."""
+    from searchcore.train.objectives import count_macs
+
+    try:
+        return float(count_macs(model, spec["input"]))
+    except Exception:  # a block FlopCounterMode cannot follow must not fail a trained trial
+        return float("nan")
 
 
 def failure_reason(e: BaseException) -> str:

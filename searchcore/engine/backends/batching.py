@@ -63,9 +63,15 @@ class BatchedStorage(BaseStorage):
         return trial_id
 
     def set_trial_state_values(self, trial_id: int, state: TrialState, values: Sequence[float] | None = None) -> bool:
-        if trial_id in self._owned:
-            self.flush(trial_id)
-        ok = self._inner.set_trial_state_values(trial_id, state, values)
+        rdb = _rdb_of(self._inner)
+        if trial_id in self._owned and state.is_finished() and rdb is not None:  # tell: the last writes and the end, one transaction
+            with self._lock:
+                pending, self._pending[trial_id] = self._pending[trial_id], _empty()
+            ok = _finish_rdb(rdb, trial_id, pending, state, values)
+        else:
+            if trial_id in self._owned:
+                self.flush(trial_id)
+            ok = self._inner.set_trial_state_values(trial_id, state, values)
         with self._lock:
             if trial_id in self._owned and state.is_finished():
                 del self._owned[trial_id], self._study_of[trial_id], self._pending[trial_id]
@@ -243,31 +249,61 @@ def _write_one_by_one(storage: Any, trial_id: int, p: _Pending) -> None:
 
 
 def _write_rdb(rdb: Any, trial_id: int, p: _Pending) -> None:
-    """One transaction: the trial must still be updatable, then one INSERT per table (attributes and
-    steps written before are replaced: delete, then insert, which every SQL dialect does alike)."""
-    import sqlalchemy
+    """One transaction: the trial must still be updatable, then the pending rows (see _insert_rdb)."""
     from optuna.storages._rdb import models
     from optuna.storages._rdb.storage import _create_scoped_session
 
     with _create_scoped_session(rdb.scoped_session) as session:
         trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
         rdb.check_trial_is_updatable(trial_id, trial.state)
-        if p["params"]:
-            session.execute(sqlalchemy.insert(models.TrialParamModel), [
-                {"trial_id": trial_id, "param_name": name, "param_value": value, "distribution_json": distributions.distribution_to_json(dist)}
-                for name, value, dist in p["params"]])
-        for model, attrs in ((models.TrialUserAttributeModel, p["user"]), (models.TrialSystemAttributeModel, p["system"])):
-            if attrs:
-                session.execute(sqlalchemy.delete(model).where(model.trial_id == trial_id, model.key.in_(list(attrs))))
-                session.execute(sqlalchemy.insert(model), [{"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in attrs.items()])
-        if p["steps"]:
-            m = models.TrialIntermediateValueModel
-            session.execute(sqlalchemy.delete(m).where(m.trial_id == trial_id, m.step.in_(list(p["steps"]))))
-            rows = []
-            for step, value in p["steps"].items():
-                stored, kind = m.intermediate_value_to_stored_repr(value)
-                rows.append({"trial_id": trial_id, "step": step, "intermediate_value": stored, "intermediate_value_type": kind})
-            session.execute(sqlalchemy.insert(m), rows)
+        _insert_rdb(session, trial_id, p)
+
+
+def _finish_rdb(rdb: Any, trial_id: int, p: _Pending, state: TrialState, values: Sequence[float] | None) -> bool:
+    """A trial's last pending writes, its values and its final state in one transaction: what
+    ``RDBStorage.set_trial_state_values`` does for the state, after the rows of ``_write_rdb``."""
+    import datetime
+
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+    from sqlalchemy import exc
+
+    try:
+        with _create_scoped_session(rdb.scoped_session) as session:
+            trial = models.TrialModel.find_or_raise_by_id(trial_id, session, for_update=True)
+            rdb.check_trial_is_updatable(trial_id, trial.state)
+            _insert_rdb(session, trial_id, p)
+            for objective, value in enumerate(values or ()):
+                rdb._set_trial_value_without_commit(session, trial, objective, value)
+            trial.state = state
+            trial.datetime_complete = datetime.datetime.now()
+    except exc.IntegrityError:
+        return False
+    return True
+
+
+def _insert_rdb(session: Any, trial_id: int, p: _Pending) -> None:
+    """One INSERT per table (attributes and steps written before are replaced: delete, then insert,
+    which every SQL dialect does alike)."""
+    import sqlalchemy
+    from optuna.storages._rdb import models
+
+    if p["params"]:
+        session.execute(sqlalchemy.insert(models.TrialParamModel), [
+            {"trial_id": trial_id, "param_name": name, "param_value": value, "distribution_json": distributions.distribution_to_json(dist)}
+            for name, value, dist in p["params"]])
+    for model, attrs in ((models.TrialUserAttributeModel, p["user"]), (models.TrialSystemAttributeModel, p["system"])):
+        if attrs:
+            session.execute(sqlalchemy.delete(model).where(model.trial_id == trial_id, model.key.in_(list(attrs))))
+            session.execute(sqlalchemy.insert(model), [{"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in attrs.items()])
+    if p["steps"]:
+        m = models.TrialIntermediateValueModel
+        session.execute(sqlalchemy.delete(m).where(m.trial_id == trial_id, m.step.in_(list(p["steps"]))))
+        rows = []
+        for step, value in p["steps"].items():
+            stored, kind = m.intermediate_value_to_stored_repr(value)
+            rows.append({"trial_id": trial_id, "step": step, "intermediate_value": stored, "intermediate_value_type": kind})
+        session.execute(sqlalchemy.insert(m), rows)
 
 
 def _write_journal(journal: Any, trial_id: int, p: _Pending) -> None:

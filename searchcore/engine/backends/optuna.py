@@ -22,6 +22,7 @@ from searchcore.errors import UsageError
 from searchcore.train.outcome import COMPLETE, FAILED, PRUNED, Pruned, TrialOutcome
 
 HEARTBEAT_S = 10.0
+SHARE_EVERY_S = 1.0  # a running trial's epoch values reach the study at most this often (and always at tell)
 GRACE_S = 60.0
 FAIL_FAST_K = 5
 ATTR_INTERRUPTED = "interrupted"
@@ -151,21 +152,27 @@ def work(study: Any, storage_url: str, runner: TrialRunner, budget: int, tracker
             trial.set_user_attr("pid", os.getpid())
             trial.set_user_attr("heartbeat", time.time())
 
-        def report(epoch: int, metrics: dict[str, float], _trial: Any = trial) -> None:
+        shared = [time.monotonic()]  # when this trial's writes last went to the study
+
+        def share(_trial: Any = trial, _shared: list[float] = shared) -> None:
+            flush(study._storage, _trial._trial_id)
+            _shared[0] = time.monotonic()
+
+        def report(epoch: int, metrics: dict[str, float], _trial: Any = trial, _shared: list[float] = shared, _share: Any = share) -> None:
             if multi or "val_accuracy" not in metrics:
                 return
             _trial.report(float(metrics["val_accuracy"]), epoch)
             prune = _trial.should_prune()  # asked at the last epoch too: the pruner records its rung
-            flush(study._storage, _trial._trial_id)  # this epoch's value and rung, for other workers' pruners
+            # this epoch's value and rung, for other workers' pruners: at most every SHARE_EVERY_S, so
+            # short epochs cost one write a second, not one each (this worker's pruner reads them from memory)
+            if time.monotonic() - _shared[0] >= SHARE_EVERY_S:
+                _share()
             # stopping a trial that has trained all its epochs saves nothing; the baseline is the bar: it always finishes
             if prune and epoch < last_epoch and not runner.is_baseline(_trial.params):
                 raise Pruned(f"pruned at epoch {epoch}")
 
-        def sampled(_trial: Any = trial) -> None:  # who runs it and what it trains, in one write, before training
-            flush(study._storage, _trial._trial_id)
-
         with _Heartbeat(trial):
-            outcome = runner.run(trial, trial.number, report, sampled)
+            outcome = runner.run(trial, trial.number, report, share)  # who runs it and what it trains, before training
         tell(study, trial, outcome)
         stats.finished += 1
         if tracker is not None and parent_run_id is not None:

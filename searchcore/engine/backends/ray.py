@@ -296,7 +296,7 @@ def run_ray_search(cfg: Any, s: Any, t0: float) -> Any:
     extra = [i.module.__name__ for i in host.infos.values() if i.source == "--plugin" and i.module is not None]
     payload = Payload(cfg=copy.deepcopy(cfg), plugins=extra, disabled=sorted(host.disabled), tracking_uri=tracking_uri,
                       study=name, parent_run_id=parent, threads=threads, splits=shippable_splits(runner.splits),
-                      checkpoint_epochs=s.resume or prunes(scheduler_name, cfg.epochs, len(runner.names) > 1))
+                      checkpoint_epochs=s.resume or prunes(scheduler_name, cfg.epochs, len(runner.names) > 1), resumed=bool(s.resume))
     trace("driver prepared")
     started = connect(s.address)
     trace("connected")

@@ -59,6 +59,7 @@ class Payload:
     threads: int
     splits: Any = None  # the driver's loaded data (small in-memory splits only): workers skip loading it again
     checkpoint_epochs: bool = True  # False only where no scheduler acts on epochs (see paced_results)
+    resumed: bool = False  # --resume: a trial may have a record from before, which its new one replaces
     key: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
@@ -145,11 +146,16 @@ def _make_tracker(payload: Payload) -> Any:
         when its experiment was interrupted recorded itself, and records itself again in full
         when it runs again on --resume."""
 
+        replace: set[int]  # trials that may have been recorded before (a search query each; the rest skip it)
+
         def write_trial(self, o: Any, study: str, parent_run_id: str, extra_tags: dict[str, str]) -> str:
-            _forget_earlier_record(self, study, o.number)
+            if o.number in self.replace:
+                _forget_earlier_record(self, study, o.number)
             return super().write_trial(o, study, parent_run_id, extra_tags)
 
-    return TrialTracker(payload.tracking_uri, experiment=payload.study)
+    tracker = TrialTracker(payload.tracking_uri, experiment=payload.study)
+    tracker.replace = set()
+    return tracker
 
 
 def trial_name(trial: Any) -> str:
@@ -259,7 +265,9 @@ def _run_trial(config: dict[str, Any], payload: Payload) -> None:
             if payload.checkpoint_epochs:
                 with tempfile.TemporaryDirectory(prefix="searchcore-ckpt-") as d:
                     Path(d, "searchcore.json").write_text(json.dumps({"epoch": int(row["epoch"]), "trial": number}))
-                    tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+                    checkpoint = tune.Checkpoint.from_directory(d)
+                    trace("checkpoint made")
+                    tune.report(metrics, checkpoint=checkpoint)
             else:
                 tune.report(metrics)
             trace("reported", epoch=int(row["epoch"]))
@@ -292,7 +300,10 @@ def _run_trial(config: dict[str, Any], payload: Payload) -> None:
         outcome.tags["searchcore.cuda_memory_after"] = str(torch.cuda.memory_allocated())
     trace("trained", trial=number)
     if payload.parent_run_id is not None:
-        _tracker_for(payload).log_trial(outcome, payload.study, payload.parent_run_id)
+        tracker = _tracker_for(payload)
+        if payload.resumed or seen > 0:  # run before: restored from its checkpoint, or continued on --resume
+            tracker.replace.add(number)
+        tracker.log_trial(outcome, payload.study, payload.parent_run_id)
     trace("record queued", trial=number)
     if state["stopped"]:
         raise SystemExit(0)  # what tune.report would have raised: the trial ends here
