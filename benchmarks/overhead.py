@@ -539,7 +539,7 @@ PROFILE_BUCKETS: list[tuple[str, tuple[str, ...]]] = [
     ("budget lock + recovery + get_trials", ("searchcore/engine/backends/storage.py:budget_lock", "searchcore/engine/backends/optuna.py:recover_interrupted",
                                              "optuna/study/study.py:get_trials", "searchcore/engine/backends/optuna.py:interrupted", "searchcore/engine/backends/optuna.py:counted")),
     ("fail-fast check", ("searchcore/engine/backends/optuna.py:_fail_fast",)),
-    ("heartbeat thread start/stop", ("searchcore/engine/backends/optuna.py:__enter__", "searchcore/engine/backends/optuna.py:__exit__")),
+    ("heartbeat (on/off the trial)", ("searchcore/engine/backends/optuna.py:beating",)),
     ("MLflow enqueue + final flush", ("searchcore/track/tracking.py:log_trial", "searchcore/track/tracking.py:flush")),
     ("search set-up (study, parent run, data)", ("searchcore/engine/runner.py:prepare", "searchcore/engine/backends/optuna_search.py:_parent_run",
                                                  "searchcore/engine/backends/optuna.py:create_or_load", "searchcore/track/tracking.py:end_search")),
@@ -613,7 +613,31 @@ def run(size: str, workdir: Path, log: Log) -> Section:
     section.data = {"trials": n, "epochs": epochs, "results": results, "trial_life": lives}
     _tables(section, results)
     _life_tables(section, lives)
+    _reasons(section, lives)
     return section
+
+
+def _reasons(section: Section, lives: list[dict[str, Any]]) -> None:
+    """Beside a missed target, where the time beyond the bare loop goes (from one trial's life, measured in this run)."""
+    by = {life["backend"]: {r["phase"]: r for r in life["rows"]} for life in lives if "rows" in life}
+
+    def top(rows: dict[str, Any], kind: str, k: int = 3) -> str:
+        mine = sorted((r for r in rows.values() if r["kind"] == kind), key=lambda r: -r["ms_per_trial"])[:k]
+        return ", ".join(f"{r['phase']} {r['ms_per_trial']:.1f}" for r in mine)
+
+    for t in section.targets:
+        if t.met is not False:
+            continue
+        if t.name.startswith("overhead: Optuna") and "optuna" in by:
+            rows = by["optuna"]
+            per = sum(r["ms_per_trial"] for r in rows.values() if r["kind"] == "per trial")
+            writer = sum(r["ms_per_trial"] for r in rows.values() if r["kind"] == "background")
+            t.note = (f"left: {per:.1f} ms per trial on the loop (largest: {top(rows, 'per trial')} ms) and the MLflow writer "
+                      f"thread, {writer:.1f} ms per trial beside it, contending for the GIL with training")
+        elif t.name.startswith("overhead: Ray") and "ray" in by:
+            rows = by["ray"]
+            t.note = (f"left, ms per trial: {top(rows, 'one-time', 2)} (worker start, paid once per worker and search); "
+                      f"{top(rows, 'per trial', 3)}")
 
 
 def _life_tables(section: Section, lives: list[dict[str, Any]]) -> None:

@@ -9,14 +9,17 @@ carries the study name and trial number as tags and sync skips those already pre
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import queue
 import re
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +80,18 @@ def _artifact_location(tracking_uri: str, experiment: str) -> str | None:
     return None
 
 
+@contextlib.contextmanager
+def _mlflow_quiet() -> Iterator[None]:
+    """MLflow's warnings off for a block whose failure searchcore reports itself."""
+    log = logging.getLogger("mlflow")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
 class Tracker:
     """Writes a search's records to MLflow; all writes after ``start_search`` are asynchronous."""
 
@@ -87,7 +102,8 @@ class Tracker:
         # the registry is this store too: left unset, MlflowClient takes the process-wide registry URI,
         # which an earlier log_model in this process pointed at another store
         try:
-            self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+            with _mlflow_quiet():  # MLflow logs its own warning before raising; the one line below says it all
+                self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         except Exception as e:  # an unsupported URI (a bare path, an unknown scheme) is the user's input
             from searchcore.errors import UsageError
 
@@ -226,12 +242,29 @@ class Tracker:
         params = [Param(k, v) for k, v in flatten(o.params).items()]
         for i in range(0, max(len(metrics), 1), 1000):
             self.client.log_batch(run_id, metrics=metrics[i : i + 1000], params=params if i == 0 else [], synchronous=True)
-        if o.spec is not None:
-            self.client.log_text(run_id, to_json(o.spec), "spec.json")
-        if o.traceback:
-            self.client.log_text(run_id, o.traceback, "traceback.txt")
+        files = {"spec.json": to_json(o.spec) if o.spec is not None else None, "traceback.txt": o.traceback or None}
+        self._log_files(run, {name: text for name, text in files.items() if text})
         self.client.set_terminated(run_id, status=STATUS[o.state], end_time=end_ms)
         return run_id
+
+    def _log_files(self, run: Any, files: dict[str, str]) -> None:
+        """Text artifacts of a run just created. A local artifact store is written directly (the client
+        would read the run back for its artifact location, a sixth of a record's cost); any other
+        store goes through the client, which knows how to reach it."""
+        if not files:
+            return
+        uri = run.info.artifact_uri
+        if uri.startswith("file:") or (uri.startswith("/") and "://" not in uri):
+            from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
+
+            repo = LocalArtifactRepository(uri)
+            with tempfile.TemporaryDirectory(prefix="searchcore-record-") as tmp:
+                for name, text in files.items():
+                    Path(tmp, name).write_text(text, encoding="utf-8")
+                repo.log_artifacts(tmp)
+            return
+        for name, text in files.items():
+            self.client.log_text(run.info.run_id, text, name)
 
     def logged_trials(self, study: str, partial: dict[int, list[str]] | None = None) -> set[int]:
         """Trial numbers of ``study`` that already have a complete run (for sync).

@@ -3,8 +3,9 @@
 Optuna's storages commit every parameter, attribute and intermediate value on its own: ~30 commits
 for one trial of the default space, most of the bookkeeping cost of a short trial. A worker owns the
 trials it asks for, so it keeps their writes in memory and sends them together where others need to
-see them: after ask (who runs the trial, for crash recovery), after each reported epoch (pruners in
-other workers), on each heartbeat and at tell. Reads of an owned trial are answered from memory, so
+see them: once the architecture is sampled (who runs the trial and what it trains, for crash recovery),
+after a reported epoch at most once a second (pruners in other workers), on each heartbeat, and at
+tell in the same transaction as the trial's final state. Reads of an owned trial are answered from memory, so
 this worker's sampler and pruner see every write at once. A worker killed mid-trial loses at most
 the writes since its last flush, of a trial that recovery fails anyway.
 
@@ -49,17 +50,30 @@ class BatchedStorage(BaseStorage):
 
     # --- owned trials -------------------------------------------------------------------------
 
-    def _own(self, study_id: int, trial_id: int) -> None:
-        frozen = self._inner.get_trial(trial_id)
+    def _own(self, study_id: int, trial_id: int, created: bool = False) -> None:
+        """``created``: this process just created it, so Optuna's cache holds it as it is (a popped queued
+        trial's cached copy still says WAITING: that one is read from the store)."""
+        frozen = (self._cached(trial_id) if created else None) or self._inner.get_trial(trial_id)
         with self._lock:
             self._owned[trial_id] = copy.deepcopy(frozen)
             self._study_of[trial_id] = study_id
             self._pending[trial_id] = _empty()
 
+    def _cached(self, trial_id: int) -> FrozenTrial | None:
+        """The trial as Optuna's cache over an RDB store holds it right after creating it (saves a read)."""
+        where = getattr(self._inner, "_trial_id_to_study_id_and_number", None)
+        if not where or trial_id not in where:
+            return None
+        study_id, number = where[trial_id]
+        try:
+            return self._inner._studies[study_id].trials[number]
+        except (AttributeError, KeyError):  # another Optuna's cache layout: read it from the store
+            return None
+
     def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
         trial_id = self._inner.create_new_trial(study_id, template_trial)
         if template_trial is None:  # a fresh RUNNING trial for this process (study.ask)
-            self._own(study_id, trial_id)
+            self._own(study_id, trial_id, created=True)
         return trial_id
 
     def set_trial_state_values(self, trial_id: int, state: TrialState, values: Sequence[float] | None = None) -> bool:

@@ -8,10 +8,12 @@ the storage URL and the study name.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,28 +93,41 @@ def recover_interrupted(study: Any, grace: float = GRACE_S, trials: list[Any] | 
 
 
 class _Heartbeat:
-    """Marks a running trial alive so other workers can tell a dead worker's trial from a slow one."""
+    """Marks this worker's running trial alive so other workers can tell a dead worker's trial from a
+    slow one. One thread for the worker's life (a thread per trial cost a millisecond each)."""
 
-    def __init__(self, trial: Any, interval: float = HEARTBEAT_S) -> None:
-        self.trial, self.interval = trial, interval
+    def __init__(self, interval: float = HEARTBEAT_S) -> None:
+        self.interval = interval
+        self.trial: Any = None
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="searchcore-heartbeat")
+        self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> _Heartbeat:
-        self._thread.start()
-        return self
+    @contextlib.contextmanager
+    def beating(self, trial: Any) -> Iterator[None]:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, daemon=True, name="searchcore-heartbeat")
+            self._thread.start()
+        self.trial = trial
+        try:
+            yield
+        finally:
+            self.trial = None
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
+            trial = self.trial
+            if trial is None:
+                continue
             try:
-                self.trial.set_user_attr("heartbeat", time.time())
-                flush(self.trial.storage, self.trial._trial_id)
-            except Exception:  # a missed heartbeat is harmless; the grace period is generous
+                trial.set_user_attr("heartbeat", time.time())
+                flush(trial.storage, trial._trial_id)
+            except Exception:  # a missed heartbeat is harmless (the trial may have just ended); the grace period is generous
                 pass
 
-    def __exit__(self, *exc: Any) -> None:
+    def close(self) -> None:
         self._stop.set()
-        self._thread.join()
+        if self._thread is not None:
+            self._thread.join()
 
 
 @dataclass
@@ -129,63 +144,67 @@ def work(study: Any, storage_url: str, runner: TrialRunner, budget: int, tracker
     multi = len(runner.directions) > 1
     last_epoch = runner.cfg.epochs
     fail_fast_open = fail_fast > 0  # until the first k trials are settled; then fail-fast can never stop this search
-    while True:
-        if timeout is not None and time.time() - started >= timeout:
-            stats.stopped_reason = "timeout"
-            break
-        attrs = study.user_attrs
-        if attrs.get("stopped"):
-            stats.stopped_reason = attrs["stopped"]
-            break
-        with budget_lock(storage_url, study.study_name):
-            trials = study.get_trials(deepcopy=False)
-            recovered = recover_interrupted(study, trials=trials)
-            for lost in recovered:
-                if tracker is not None and parent_run_id is not None:
-                    tracker.log_trial(interrupted_outcome(lost), study.study_name, parent_run_id)
-            if recovered:  # their states, the queue and the study's attributes changed
-                trials, attrs = study.get_trials(deepcopy=False), study.user_attrs
-            if counted(trials, interrupted(study, attrs)) >= budget:
+    heartbeat = _Heartbeat()
+    try:
+        while True:
+            if timeout is not None and time.time() - started >= timeout:
+                stats.stopped_reason = "timeout"
                 break
-            trial = study.ask()
-            trial.set_user_attr("host", host_id())
-            trial.set_user_attr("pid", os.getpid())
-            trial.set_user_attr("heartbeat", time.time())
-
-        shared = [time.monotonic()]  # when this trial's writes last went to the study
-
-        def share(_trial: Any = trial, _shared: list[float] = shared) -> None:
-            flush(study._storage, _trial._trial_id)
-            _shared[0] = time.monotonic()
-
-        def report(epoch: int, metrics: dict[str, float], _trial: Any = trial, _shared: list[float] = shared, _share: Any = share) -> None:
-            if multi or "val_accuracy" not in metrics:
-                return
-            _trial.report(float(metrics["val_accuracy"]), epoch)
-            prune = _trial.should_prune()  # asked at the last epoch too: the pruner records its rung
-            # this epoch's value and rung, for other workers' pruners: at most every SHARE_EVERY_S, so
-            # short epochs cost one write a second, not one each (this worker's pruner reads them from memory)
-            if time.monotonic() - _shared[0] >= SHARE_EVERY_S:
-                _share()
-            # stopping a trial that has trained all its epochs saves nothing; the baseline is the bar: it always finishes
-            if prune and epoch < last_epoch and not runner.is_baseline(_trial.params):
-                raise Pruned(f"pruned at epoch {epoch}")
-
-        with _Heartbeat(trial):
-            outcome = runner.run(trial, trial.number, report, share)  # who runs it and what it trains, before training
-        tell(study, trial, outcome)
-        stats.finished += 1
-        if tracker is not None and parent_run_id is not None:
-            tracker.log_trial(outcome, study.study_name, parent_run_id)
-        if on_trial is not None:
-            on_trial(outcome)
-        if fail_fast_open:
-            reason = _fail_fast(study, fail_fast)
-            fail_fast_open = reason is not None  # None: the first k trials are settled and did not all fail alike
-            if reason:
-                study.set_user_attr("stopped", reason)
-                stats.stopped_reason = reason
+            attrs = study.user_attrs
+            if attrs.get("stopped"):
+                stats.stopped_reason = attrs["stopped"]
                 break
+            with budget_lock(storage_url, study.study_name):
+                trials = study.get_trials(deepcopy=False)
+                recovered = recover_interrupted(study, trials=trials)
+                for lost in recovered:
+                    if tracker is not None and parent_run_id is not None:
+                        tracker.log_trial(interrupted_outcome(lost), study.study_name, parent_run_id)
+                if recovered:  # their states, the queue and the study's attributes changed
+                    trials, attrs = study.get_trials(deepcopy=False), study.user_attrs
+                if counted(trials, interrupted(study, attrs)) >= budget:
+                    break
+                trial = study.ask()
+                trial.set_user_attr("host", host_id())
+                trial.set_user_attr("pid", os.getpid())
+                trial.set_user_attr("heartbeat", time.time())
+
+            shared = [time.monotonic()]  # when this trial's writes last went to the study
+
+            def share(_trial: Any = trial, _shared: list[float] = shared) -> None:
+                flush(study._storage, _trial._trial_id)
+                _shared[0] = time.monotonic()
+
+            def report(epoch: int, metrics: dict[str, float], _trial: Any = trial, _shared: list[float] = shared, _share: Any = share) -> None:
+                if multi or "val_accuracy" not in metrics:
+                    return
+                _trial.report(float(metrics["val_accuracy"]), epoch)
+                prune = _trial.should_prune()  # asked at the last epoch too: the pruner records its rung
+                # this epoch's value and rung, for other workers' pruners: at most every SHARE_EVERY_S, so
+                # short epochs cost one write a second, not one each (this worker's pruner reads them from memory)
+                if time.monotonic() - _shared[0] >= SHARE_EVERY_S:
+                    _share()
+                # stopping a trial that has trained all its epochs saves nothing; the baseline is the bar: it always finishes
+                if prune and epoch < last_epoch and not runner.is_baseline(_trial.params):
+                    raise Pruned(f"pruned at epoch {epoch}")
+
+            with heartbeat.beating(trial):
+                outcome = runner.run(trial, trial.number, report, share)  # who runs it and what it trains, before training
+            tell(study, trial, outcome)
+            stats.finished += 1
+            if tracker is not None and parent_run_id is not None:
+                tracker.log_trial(outcome, study.study_name, parent_run_id)
+            if on_trial is not None:
+                on_trial(outcome)
+            if fail_fast_open:
+                reason = _fail_fast(study, fail_fast)
+                fail_fast_open = reason is not None  # None: the first k trials are settled and did not all fail alike
+                if reason:
+                    study.set_user_attr("stopped", reason)
+                    stats.stopped_reason = reason
+                    break
+    finally:
+        heartbeat.close()
     return stats
 
 
