@@ -37,11 +37,14 @@ test-slow: $(STAMP)
 
 test-all: test test-slow
 
+# SECTIONS="overhead bookkeeping" re-measures some sections and keeps the others' figures
+ONLY = $(if $(SECTIONS),--only $(SECTIONS))
+
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks.run --out benchmarks/results.json --md benchmarks/RESULTS.md
+	$(BIN)/python -m benchmarks.run $(ONLY) --out benchmarks/results.json --md benchmarks/RESULTS.md
 
 bench-quick: $(STAMP)
-	$(BIN)/python -m benchmarks.run --quick --out benchmarks/results-quick.json --md benchmarks/RESULTS-quick.md
+	$(BIN)/python -m benchmarks.run --quick $(ONLY) --out benchmarks/results-quick.json --md benchmarks/RESULTS-quick.md
 
 lint: $(STAMP)
 	$(BIN)/ruff check searchcore plugins spaces tests examples benchmarks

@@ -110,9 +110,9 @@ class Spans:
 OPTUNA_PHASES: list[tuple[str, str, str, str]] = [
     ("study: read search attributes (stopped?)", "searchcore.engine.backends.batching:BatchedStorage", "get_study_user_attrs", "f"),
     ("budget lock", "searchcore.engine.backends.optuna", "budget_lock", "cm"),
-    ("recovery check + budget count (study reads)", "searchcore.engine.backends.optuna", "recover_interrupted", "f"),
-    ("recovery check + budget count (study reads)", "searchcore.engine.backends.optuna", "counted", "f"),
-    ("recovery check + budget count (study reads)", "optuna.study.study:Study", "get_trials", "f"),
+    ("recovery check + budget count", "searchcore.engine.backends.optuna", "recover_interrupted", "f"),
+    ("recovery check + budget count", "searchcore.engine.backends.optuna", "counted", "f"),
+    ("study reads (get_trials: budget count, recovery, sampler, pruner)", "optuna.study.study:Study", "get_trials", "f"),
     ("ask (sampler, new trial row)", "optuna.study.study:Study", "ask", "f"),
     ("trial attributes (host, pid, heartbeat)", "optuna.trial._trial:Trial", "set_user_attr", "f"),
     ("spec build (sampling the space)", "searchcore.space.dimensions:SearchSpace", "to_spec", "f"),

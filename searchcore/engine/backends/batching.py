@@ -16,6 +16,7 @@ operations; any other store gets the writes one by one.
 from __future__ import annotations
 
 import copy
+import datetime
 import json
 import threading
 from collections.abc import Container, Sequence
@@ -47,6 +48,7 @@ class BatchedStorage(BaseStorage):
         self._study_ids: dict[str, int] = {}
         self._waiting: dict[int, int] = {}  # queued trials seen by this process -> their study (ask pops one)
         self._lock = threading.RLock()
+        self._told: tuple[int, FrozenTrial] | None = None  # the trial this process just finished, for tell's read back
 
     # --- owned trials -------------------------------------------------------------------------
 
@@ -88,7 +90,12 @@ class BatchedStorage(BaseStorage):
             ok = self._inner.set_trial_state_values(trial_id, state, values)
         with self._lock:
             if trial_id in self._owned and state.is_finished():
-                del self._owned[trial_id], self._study_of[trial_id], self._pending[trial_id]
+                frozen = self._owned.pop(trial_id)
+                del self._study_of[trial_id], self._pending[trial_id]
+                if ok:  # Optuna's tell reads the finished trial back at once: answered from here, not the store
+                    frozen.state, frozen.values = state, list(values) if values is not None else None
+                    frozen.datetime_complete = datetime.datetime.now()
+                    self._told = (trial_id, frozen)
         if ok and state == TrialState.RUNNING and trial_id in self._waiting:  # popped from the queue by this process
             self._own(self._waiting.pop(trial_id), trial_id)
         return ok
@@ -157,6 +164,9 @@ class BatchedStorage(BaseStorage):
             frozen = self._owned.get(trial_id)
             if frozen is not None:
                 return copy.deepcopy(frozen)
+            if self._told is not None and self._told[0] == trial_id:
+                frozen, self._told = self._told[1], None
+                return frozen
         return self._inner.get_trial(trial_id)
 
     def get_all_trials(self, study_id: int, deepcopy: bool = True, states: Container[TrialState] | None = None) -> list[FrozenTrial]:
@@ -276,8 +286,6 @@ def _write_rdb(rdb: Any, trial_id: int, p: _Pending) -> None:
 def _finish_rdb(rdb: Any, trial_id: int, p: _Pending, state: TrialState, values: Sequence[float] | None) -> bool:
     """A trial's last pending writes, its values and its final state in one transaction: what
     ``RDBStorage.set_trial_state_values`` does for the state, after the rows of ``_write_rdb``."""
-    import datetime
-
     from optuna.storages._rdb import models
     from optuna.storages._rdb.storage import _create_scoped_session
     from sqlalchemy import exc
