@@ -77,7 +77,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {"workloads": ["seed"], "trials": 2, "epochs": 1, "profile": True, "profile_trial": ["optuna"],
               "stacks": [("bare", 1), ("searchcore", 1), ("searchcore+profile", 1), ("optuna+mlflow", 1), ("ray-tune", 2)]},
     "quick": {"workloads": ["seed"], "trials": 10, "epochs": 5, "profile": False, "profile_trial": ["optuna", "ray"],
-              "stacks": [("bare", 1), ("searchcore", 1), ("optuna+mlflow", 1), ("ray-tune", 2), ("searchcore-ray", 2),
+              "stacks": [("bare", 1), ("searchcore", 1), ("optuna+mlflow", 1), ("ray-tune", 2, 6), ("searchcore-ray", 2),
                          ("bare", 1)]},
     "full": {"workloads": ["seed"], "trials": 100, "epochs": 5, "profile": False, "profile_trial": ["optuna", "ray"],
              "stacks": [("bare", 1), ("searchcore", 1), ("searchcore-no-mlflow", 1), ("optuna+mlflow", 1),
@@ -611,15 +611,24 @@ def run(size: str, workdir: Path, log: Log) -> Section:
                     lives.append({"backend": backend, "error": str(e).splitlines()[0][:300]})
                     log(f"    {lives[-1]['error']}")
     section.data = {"trials": n, "epochs": epochs, "results": results, "trial_life": lives}
-    _tables(section, results)
-    _life_tables(section, lives)
-    _reasons(section, lives)
+    render(section)
     return section
 
 
-def _reasons(section: Section, lives: list[dict[str, Any]]) -> None:
+def render(section: Section) -> None:
+    """The section's tables and targets from its measured data (``python -m benchmarks.run --render`` re-renders)."""
+    lives = section.data.get("trial_life", [])
+    section.tables, section.targets = [], []
+    section.notes = [n for n in section.notes if not n.startswith("one trial's life")]
+    _tables(section, section.data["results"])
+    _life_tables(section, lives)
+    _reasons(section, section.data["results"], lives)
+
+
+def _reasons(section: Section, results: list[dict[str, Any]], lives: list[dict[str, Any]]) -> None:
     """Beside a missed target, where the time beyond the bare loop goes (from one trial's life, measured in this run)."""
     by = {life["backend"]: {r["phase"]: r for r in life["rows"]} for life in lives if "rows" in life}
+    quiet = next((r for r in results if r["stack"] == "searchcore-no-mlflow" and r.get("ratio_vs_ideal")), None)
 
     def top(rows: dict[str, Any], kind: str, k: int = 3) -> str:
         mine = sorted((r for r in rows.values() if r["kind"] == kind), key=lambda r: -r["ms_per_trial"])[:k]
@@ -634,6 +643,9 @@ def _reasons(section: Section, lives: list[dict[str, Any]]) -> None:
             writer = sum(r["ms_per_trial"] for r in rows.values() if r["kind"] == "background")
             t.note = (f"left: {per:.1f} ms per trial on the loop (largest: {top(rows, 'per trial')} ms) and the MLflow writer "
                       f"thread, {writer:.1f} ms per trial beside it, contending for the GIL with training")
+            if quiet is not None:
+                t.note += (f"; with the trial records switched off the same search runs at {quiet['ratio_vs_ideal']:.3f}x "
+                           "(searchcore-no-mlflow): the records' Python, on the trial's process, is what is left above the goal")
         elif t.name.startswith("overhead: Ray") and "ray" in by:
             rows = by["ray"]
             t.note = (f"left, ms per trial: {top(rows, 'one-time', 2)} (worker start, paid once per worker and search); "
