@@ -147,3 +147,59 @@ def test_one_trial_costs_a_handful_of_commits(tmp_path: Path) -> None:
     run(batched(url), "batched")
     assert commits["plain"] >= 25, commits
     assert commits["batched"] <= 8, commits  # ask: queue read, create, own read; tell: flush, state, read back
+
+
+def test_tell_writes_the_last_values_and_the_end_in_one_transaction_and_reads_nothing_back(url: str) -> None:
+    """A trial that reported epochs nobody flushed ends with one commit on an RDB store: the pending
+    rows, its value and its state together; Optuna's read back of the finished trial costs no query."""
+    if url.startswith("journal"):
+        pytest.skip("the journal appends its operations in one write already")
+    storage = batched(url)
+    study = optuna.create_study(study_name="t", storage=storage, direction="maximize")
+    trial = study.ask()
+    trial.suggest_int("depth", 1, 4)
+    for step in range(5):
+        trial.report(0.1 * step, step)
+    commits = [0]
+    listener = lambda *a: commits.__setitem__(0, commits[0] + 1)  # noqa: E731
+    sqlalchemy.event.listen(sqlalchemy.engine.Engine, "commit", listener)
+    try:
+        frozen = study.tell(trial, 0.9)
+    finally:
+        sqlalchemy.event.remove(sqlalchemy.engine.Engine, "commit", listener)
+    assert commits[0] == 1, commits
+    assert frozen.state == optuna.trial.TrialState.COMPLETE and frozen.values == [0.9]
+    seen = other_reader(url, "t").trials[0]
+    assert (seen.state, seen.values, seen.intermediate_values) == (optuna.trial.TrialState.COMPLETE, [0.9], {s: 0.1 * s for s in range(5)})
+    assert seen.params == {"depth": frozen.params["depth"]} and seen.datetime_complete is not None
+
+
+PACED_SPACE = """\
+name: paced
+dataset: digits
+backbone: seed-cnn
+objectives: [val_accuracy]
+budget: {trials: 1, epochs: 4}
+search: {sampler: random, pruner: median, seed: 0, evaluator: paced}
+"""
+
+
+def test_a_running_trials_epochs_reach_the_study_once_a_second_and_all_at_tell(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Short epochs share one write: epochs 1 and 2 (at once) wait, epoch 3 (after a pause longer
+    than the share interval) takes them out with it, epoch 4 waits for tell, which writes it."""
+    import plugins_paced
+
+    from searchcore.cli import main
+    from searchcore.engine.backends.optuna import SHARE_EVERY_S
+
+    assert plugins_paced.PAUSE_S > SHARE_EVERY_S
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    monkeypatch.setenv("SEARCHCORE_TEST_STUDY_URL", url)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "paced.yaml").write_text(PACED_SPACE)
+    code = main(["--plugin", "plugins_paced", "search", "paced.yaml", "--storage", url, "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+                 "--no-baseline", "--no-register", "--quiet"])
+    assert code == 0
+    trial = other_reader(url, "paced").trials[0]
+    assert trial.user_attrs["metrics"]["steps_seen"] == (1 << 1) + (1 << 2) + (1 << 3)
+    assert trial.intermediate_values == {1: 0.1, 2: 0.2, 3: pytest.approx(0.3), 4: 0.4}

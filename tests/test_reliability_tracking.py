@@ -148,3 +148,16 @@ def test_search_survives_a_tracking_outage_and_sync_writes_the_missing_runs_once
     parents = client.search_runs([exp.experiment_id], "tags.`searchcore.kind` = 'search'")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"  # the parent run the search could not close
     assert all(r.info.status != "RUNNING" for r in client.search_runs([exp.experiment_id]))
+
+
+@pytest.mark.parametrize("where", ["", "no/such/folder/mlflow.db"])
+def test_a_sqlite_tracking_uri_mlflow_cannot_open_fails_at_once_in_one_line(where: str, tmp_path: Path, capfd: pytest.CaptureFixture[str],
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder, or a file in a missing folder: one line at once (MLflow would retry for ~100 s and log its own warning)."""
+    from searchcore.errors import UsageError
+    from searchcore.track.tracking import Tracker
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UsageError, match=r"^tracking URI sqlite:///\S+: \S+ is (a folder|in a folder).*; use sqlite:///FILE or http://HOST:PORT$"):
+        Tracker(f"sqlite:///{where}")  # searchcore's own check: MLflow's engine retries are never reached
+    assert capfd.readouterr() == ("", "")

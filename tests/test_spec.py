@@ -327,3 +327,16 @@ def test_build_reports_bad_block_options(seed_spec):
         build(spec)
     assert str(e.value).startswith("block 'conv' with options {'out': 32, 'k': 3, 'd': 1, 's': 1, 'bn': False, 'act': 'tanh'}: ")
     assert str(e.value).endswith("act must be one of relu, gelu, silu, none, got 'tanh'")
+
+
+def test_copy_spec_is_deep_and_equal_and_copies_what_json_cannot_hold(seed_spec):
+    from searchcore.arch.spec import copy_spec
+
+    spec = {**seed_spec, "extra": {"shape": (1, [2, 3]), "tags": {"a"}}}
+    copied = copy_spec(spec)
+    assert copied == spec
+    copied["stages"][0]["body"].append({"type": "x"})
+    copied["extra"]["shape"][1].append(4)
+    copied["extra"]["tags"].add("b")
+    assert spec["stages"][0]["body"] != copied["stages"][0]["body"]
+    assert spec["extra"] == {"shape": (1, [2, 3]), "tags": {"a"}}

@@ -80,6 +80,20 @@ def _artifact_location(tracking_uri: str, experiment: str) -> str | None:
     return None
 
 
+def _check_sqlite_file(uri: str) -> None:
+    """A SQLite store MLflow cannot open (a folder, a missing folder) fails here at once: MLflow
+    itself retries creating the engine for about 100 s before it gives up."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix) or ":memory:" in uri:
+        return
+    path = Path(uri[len(prefix) :].split("?", 1)[0])
+    problem = "is a folder, not a database file" if path.is_dir() else "is in a folder that does not exist" if not path.parent.is_dir() else ""
+    if problem:
+        from searchcore.errors import UsageError
+
+        raise UsageError(f"tracking URI {mask_url(uri)}: {path} {problem}; use sqlite:///FILE or http://HOST:PORT")
+
+
 @contextlib.contextmanager
 def _mlflow_quiet() -> Iterator[None]:
     """MLflow's warnings off for a block whose failure searchcore reports itself."""
@@ -99,6 +113,7 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         self.uri = tracking_uri = absolute_uri(tracking_uri)
+        _check_sqlite_file(tracking_uri)
         # the registry is this store too: left unset, MlflowClient takes the process-wide registry URI,
         # which an earlier log_model in this process pointed at another store
         try:
