@@ -146,7 +146,7 @@ def test_one_trial_costs_a_handful_of_commits(tmp_path: Path) -> None:
     run(open_storage(url), "plain")
     run(batched(url), "batched")
     assert commits["plain"] >= 25, commits
-    assert commits["batched"] <= 8, commits  # ask: queue read, create, own read; tell: flush, state, read back
+    assert commits["batched"] <= 4, commits  # ask: queue read, create (owned from the cache, no read back); a study read; tell: one for all
 
 
 def test_tell_writes_the_last_values_and_the_end_in_one_transaction_and_reads_nothing_back(url: str) -> None:
