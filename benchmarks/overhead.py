@@ -76,8 +76,8 @@ TARGET_RAY_E2E = 1.5  # end to end on an existing cluster, worker start-up inclu
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {"workloads": ["seed"], "trials": 2, "epochs": 1, "profile": True, "profile_trial": ["optuna"],
               "stacks": [("bare", 1), ("searchcore", 1), ("searchcore+profile", 1), ("optuna+mlflow", 1), ("ray-tune", 2)]},
-    "quick": {"workloads": ["seed"], "trials": 10, "epochs": 5, "profile": False, "profile_trial": ["optuna", "ray"],
-              "stacks": [("bare", 1), ("searchcore", 1), ("optuna+mlflow", 1), ("ray-tune", 2, 6), ("searchcore-ray", 2),
+    "quick": {"workloads": ["seed"], "trials": 10, "epochs": 5, "profile": False, "profile_trial": ["optuna"],
+              "stacks": [("bare", 1), ("searchcore", 1), ("optuna+mlflow", 1), ("ray-tune", 2, 4), ("searchcore-ray", 2),
                          ("bare", 1)]},
     "full": {"workloads": ["seed"], "trials": 100, "epochs": 5, "profile": False, "profile_trial": ["optuna", "ray"],
              "stacks": [("bare", 1), ("searchcore", 1), ("searchcore-no-mlflow", 1), ("optuna+mlflow", 1),
