@@ -56,7 +56,7 @@ PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "test"}
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {"runs": [("sqlite", 4), ("postgresql-async", 4)], "profile": None, "tpe": [10]},
     "quick": {"runs": [(s, n) for n in (100, 200) for s in ("sqlite", "postgresql")],
-              "profile": ("sqlite", 60), "tpe": [100, 300]},
+              "profile": ("sqlite", 60), "tpe": [100, 200]},
     "full": {"runs": [(s, n) for n in (100, 1000) for s in STORES],
              "profile": ("sqlite", 300), "tpe": [100, 1000]},
 }

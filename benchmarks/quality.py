@@ -94,7 +94,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "smoke": {d: {"seeds": 1, "trials": 2, "epochs": 1, "strategies": ["random", "tpe+hyperband"]} for d in DATASETS},
     # quick: the strategies behind the full size's target rows, 2 seeds (make bench-quick stays under 8 minutes)
     "quick": {"digits": {"seeds": 1, "trials": 6, "epochs": 2, "strategies": ["random", "tpe+hyperband"]},
-              "digits-clutter": {"seeds": 2, "trials": 8, "epochs": 3,
+              "digits-clutter": {"seeds": 2, "trials": 6, "epochs": 3,
                                  "strategies": ["random", "tpe+hyperband", DEFAULT_STRATEGY, "tpe-short-startup+hyperband"]}},
     "full": {"digits": {"seeds": 5, "trials": 12, "epochs": 3, "strategies": list(STRATEGIES)},
              "digits-clutter": {"seeds": 5, "trials": 12, "epochs": 3, "strategies": CORE}},
