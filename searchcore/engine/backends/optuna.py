@@ -130,6 +130,32 @@ class _Heartbeat:
             self._thread.join()
 
 
+class _Reports:
+    """One trial's callbacks from the runner: ``share`` once its architecture is sampled (who runs it
+    and what it trains, in one write, before training), ``report`` after each epoch (pruning)."""
+
+    def __init__(self, study: Any, trial: Any, runner: TrialRunner, multi: bool, last_epoch: int) -> None:
+        self.study, self.trial, self.runner, self.multi, self.last_epoch = study, trial, runner, multi, last_epoch
+        self.shared = time.monotonic()  # when this trial's writes last went to the study
+
+    def share(self) -> None:
+        flush(self.study._storage, self.trial._trial_id)
+        self.shared = time.monotonic()
+
+    def report(self, epoch: int, metrics: dict[str, float]) -> None:
+        if self.multi or "val_accuracy" not in metrics:
+            return
+        self.trial.report(float(metrics["val_accuracy"]), epoch)
+        prune = self.trial.should_prune()  # asked at the last epoch too: the pruner records its rung
+        # this epoch's value and rung, for other workers' pruners: at most every SHARE_EVERY_S, so short
+        # epochs cost one write a second, not one each (this worker's pruner reads them from memory)
+        if time.monotonic() - self.shared >= SHARE_EVERY_S:
+            self.share()
+        # stopping a trial that has trained all its epochs saves nothing; the baseline is the bar: it always finishes
+        if prune and epoch < self.last_epoch and not self.runner.is_baseline(self.trial.params):
+            raise Pruned(f"pruned at epoch {epoch}")
+
+
 @dataclass
 class WorkerStats:
     finished: int = 0
@@ -169,27 +195,9 @@ def work(study: Any, storage_url: str, runner: TrialRunner, budget: int, tracker
                 trial.set_user_attr("pid", os.getpid())
                 trial.set_user_attr("heartbeat", time.time())
 
-            shared = [time.monotonic()]  # when this trial's writes last went to the study
-
-            def share(_trial: Any = trial, _shared: list[float] = shared) -> None:
-                flush(study._storage, _trial._trial_id)
-                _shared[0] = time.monotonic()
-
-            def report(epoch: int, metrics: dict[str, float], _trial: Any = trial, _shared: list[float] = shared, _share: Any = share) -> None:
-                if multi or "val_accuracy" not in metrics:
-                    return
-                _trial.report(float(metrics["val_accuracy"]), epoch)
-                prune = _trial.should_prune()  # asked at the last epoch too: the pruner records its rung
-                # this epoch's value and rung, for other workers' pruners: at most every SHARE_EVERY_S, so
-                # short epochs cost one write a second, not one each (this worker's pruner reads them from memory)
-                if time.monotonic() - _shared[0] >= SHARE_EVERY_S:
-                    _share()
-                # stopping a trial that has trained all its epochs saves nothing; the baseline is the bar: it always finishes
-                if prune and epoch < last_epoch and not runner.is_baseline(_trial.params):
-                    raise Pruned(f"pruned at epoch {epoch}")
-
+            reports = _Reports(study, trial, runner, multi, last_epoch)
             with heartbeat.beating(trial):
-                outcome = runner.run(trial, trial.number, report, share)  # who runs it and what it trains, before training
+                outcome = runner.run(trial, trial.number, reports.report, reports.share)
             tell(study, trial, outcome)
             stats.finished += 1
             if tracker is not None and parent_run_id is not None:
