@@ -112,21 +112,24 @@ class TrialRunner:
         if "params" not in metrics:
             metrics["params"] = float(sum(p.numel() for p in model.parameters()))
         if "macs" not in metrics:  # for MLflow's MACs column: one forward pass here beats a model built again after the search
-            metrics["macs"] = _macs(model, spec)
+            counted = _macs(model, spec)
+            if counted is not None:
+                metrics["macs"] = counted
         for key, value in fitted.metrics.items():  # plugins' records (teacher_val_accuracy, sparsity ...)
             metrics.setdefault(key, value)
         del model, ctx, result, fitted
         return metrics
 
 
-def _macs(model: Any, spec: dict) -> float:
-    """MACs of the trained model (NaN where the forward pass cannot be counted: the trial still stands)."""
+def _macs(model: Any, spec: dict) -> float | None:
+    """MACs of the trained model; None where the forward pass cannot be counted (the trial still
+    stands, and the MLflow view counts it after the search, as for a pruned trial)."""
     from searchcore.train.objectives import count_macs
 
     try:
         return float(count_macs(model, spec["input"]))
     except Exception:  # a block FlopCounterMode cannot follow must not fail a trained trial
-        return float("nan")
+        return None
 
 
 def failure_reason(e: BaseException) -> str:
